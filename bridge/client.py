@@ -1,0 +1,320 @@
+"""The client library: the command line and both editor plug-ins talk to the bridge through it.
+
+Standard library + websockets + msgpack only (Python 3.10 to 3.13): the editors'
+embedded Pythons run it from pure-Python copies of those two packages.
+
+Events arrive on a background thread and are handed to ``on_event``; hosts
+marshal them onto their own main thread (GLib in GIMP, Qt in Krita). A
+failure of the connection becomes a ``Disconnected`` event, never an exception
+crossing threads.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from . import protocol as p
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection
+
+DEFAULT_URL = f"ws://{p.DEFAULT_HOST}:{p.DEFAULT_PORT}{p.WS_PATH}"
+START_HINT = "start it with: img2img-bridge serve"
+
+
+class ClientError(Exception):
+    """A failure the user should read: ``message`` says what to do next."""
+
+    def __init__(self, code: p.ErrorCode, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The connection ended; ``reason`` is a sentence for the user."""
+
+    reason: str
+
+
+EventCallback = Callable[["p.Message | Disconnected"], None]
+
+
+@dataclass
+class JobOutcome:
+    """Everything a finished job produced."""
+
+    job_id: str
+    results: list[p.Result] = field(default_factory=list)
+    previews: int = 0
+    error: p.Error | None = None
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled and bool(self.results)
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``host:port``, ``http://…`` or ``ws://…`` and return the websocket URL of ``/ws``."""
+    if "://" not in url:
+        url = "ws://" + url
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ClientError(p.ErrorCode.CONNECTION, f"{url!r} is not a bridge address (expected ws://HOST:PORT)")
+    path = parts.path if parts.path not in ("", "/") else p.WS_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class BridgeClient:
+    """One connection to the bridge.
+
+    ``connect()`` does the handshake and starts the reader thread; ``generate``,
+    ``cancel``, ``list_models`` and ``load_model`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        name: str = "img2img-client",
+        on_event: EventCallback | None = None,
+        encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = normalize_url(url)
+        self.token = token
+        self.name = name
+        self.encodings = encodings
+        self.timeout = timeout
+        self.welcome: p.Welcome | None = None
+        self._on_event = on_event
+        self._ws: ClientConnection | None = None
+        self._reader: threading.Thread | None = None
+        self._jobs: dict[str, Callable[[p.Message | Disconnected], None]] = {}
+        self._lock = threading.Lock()
+        self._closing = False
+
+    # --- connection -----------------------------------------------------------------------
+
+    def connect(self) -> p.Welcome:
+        """Open the websocket and handshake; raises ClientError with advice when it cannot."""
+        from websockets.exceptions import InvalidStatus, WebSocketException
+        from websockets.sync.client import connect
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        url = self.url
+        if self.token:
+            url += ("&" if "?" in url else "?") + "token=" + quote(self.token)
+        try:
+            ws = connect(
+                url,
+                additional_headers=headers,
+                compression=None,  # pixels do not deflate well and pure-Python deflate is slow
+                max_size=None,
+                max_queue=64,
+                open_timeout=self.timeout,
+                ping_interval=None,
+                proxy=None,
+                close_timeout=2,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise ClientError(
+                    p.ErrorCode.UNAUTHORIZED,
+                    f"the bridge at {self.url} refused the connection ({status}): check the token (serve --token)",
+                ) from exc
+            raise ClientError(
+                p.ErrorCode.CONNECTION, f"the bridge at {self.url} answered HTTP {status}; is this an img2img bridge?"
+            ) from exc
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            raise ClientError(p.ErrorCode.CONNECTION, f"could not reach the bridge at {self.url} ({exc}); {START_HINT}") from exc
+        try:
+            ws.send(p.encode(p.Hello(client=self.name, encodings=self.encodings)))
+            reply = p.decode_server_message(ws.recv(timeout=self.timeout))
+        except Exception as exc:
+            ws.close()
+            raise ClientError(p.ErrorCode.CONNECTION, f"the bridge at {self.url} did not complete the handshake: {exc}") from exc
+        if isinstance(reply, p.Error):
+            ws.close()
+            raise ClientError(reply.code, reply.message, field=reply.field)
+        if not isinstance(reply, p.Welcome):
+            ws.close()
+            raise ClientError(p.ErrorCode.BAD_MESSAGE, f"the bridge answered the handshake with {reply.TYPE!r}")
+        self.welcome = reply
+        self._ws = ws
+        self._closing = False
+        self._reader = threading.Thread(target=self._read_loop, name="img2img-bridge-reader", daemon=True)
+        self._reader.start()
+        return reply
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self._reader is not None and self._reader.is_alive()
+
+    def close(self) -> None:
+        """Close the connection; the bridge cancels this client's jobs."""
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            ws.close()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=5)
+
+    def __enter__(self) -> BridgeClient:
+        if self._ws is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- requests -------------------------------------------------------------------------
+
+    def generate(self, request: p.Generate, on_event: EventCallback | None = None) -> str:
+        """Submit a job; ``on_event`` (optional) receives only this job's events, then the global callback does."""
+        if on_event is not None:
+            with self._lock:
+                self._jobs[request.job_id] = on_event
+        try:
+            self._send(request)
+        except ClientError:
+            with self._lock:
+                self._jobs.pop(request.job_id, None)
+            raise
+        return request.job_id
+
+    def cancel(self, job_id: str) -> None:
+        self._send(p.Cancel(job_id=job_id))
+
+    def list_models(self) -> None:
+        """Ask for the model list; a ``Models`` event answers."""
+        self._send(p.ListModels())
+
+    def load_model(self, model: str) -> None:
+        """Ask the bridge to switch models; ``ModelStatusEvent``s report progress."""
+        self._send(p.LoadModel(model=model))
+
+    def send_raw(self, frame: bytes) -> None:
+        """Send an arbitrary frame (tests and diagnostics)."""
+        ws = self._require()
+        try:
+            ws.send(frame)
+        except Exception as exc:
+            raise ClientError(p.ErrorCode.CONNECTION, f"the connection to the bridge is closed ({exc}); {START_HINT}") from exc
+
+    def run(self, request: p.Generate, on_event: EventCallback | None = None, timeout: float | None = None) -> JobOutcome:
+        """Submit a job and block until it ends, returning everything it produced."""
+        outcome = JobOutcome(job_id=request.job_id)
+        done = threading.Event()
+
+        def collect(event: p.Message | Disconnected) -> None:
+            if isinstance(event, p.Result):
+                outcome.results.append(event)
+            elif isinstance(event, p.Preview):
+                outcome.previews += 1
+            elif isinstance(event, p.Error):
+                outcome.error = event
+            elif isinstance(event, p.Cancelled):
+                outcome.cancelled = True
+            elif isinstance(event, Disconnected):
+                outcome.error = p.Error(code=p.ErrorCode.CONNECTION, message=event.reason, job_id=request.job_id)
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, Disconnected) or p.is_job_end(event):
+                done.set()
+
+        self.generate(request, collect)
+        if not done.wait(timeout):
+            self.cancel(request.job_id)
+            raise ClientError(p.ErrorCode.CONNECTION, f"job {request.job_id} did not finish within {timeout} s; it was cancelled")
+        return outcome
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _require(self) -> ClientConnection:
+        if self._ws is None:
+            raise ClientError(p.ErrorCode.CONNECTION, f"not connected to the bridge; {START_HINT}")
+        return self._ws
+
+    def _send(self, message: p.Message) -> None:
+        self.send_raw(p.encode(message))
+
+    def _read_loop(self) -> None:
+        ws = self._require()
+        reason = "the bridge closed the connection"
+        try:
+            while True:
+                frame = ws.recv()
+                try:
+                    event = p.decode_server_message(frame)
+                except p.ProtocolError as exc:
+                    event = p.Error(code=exc.code, message=f"unreadable message from the bridge: {exc.message}")
+                self._dispatch(event)
+        except Exception as exc:
+            if not self._closing:
+                reason = f"lost the connection to the bridge ({exc.__class__.__name__}: {exc}); {START_HINT}"
+        finally:
+            self._ws = None
+            if not self._closing:
+                self._dispatch(Disconnected(reason=reason))
+            else:
+                self._dispatch(Disconnected(reason="closed"))
+
+    def _dispatch(self, event: p.Message | Disconnected) -> None:
+        with self._lock:
+            if isinstance(event, Disconnected):
+                targets = list(self._jobs.values())
+                self._jobs.clear()
+            else:
+                job_id = getattr(event, "job_id", None)
+                target = self._jobs.get(job_id) if job_id is not None else None
+                targets = [target] if target is not None else []
+                if target is not None and p.is_job_end(event):
+                    del self._jobs[job_id]  # type: ignore[arg-type]
+        for target in targets:
+            _safe_call(target, event)
+        if self._on_event is not None:
+            _safe_call(self._on_event, event)
+
+
+def _safe_call(callback: Callable[[p.Message | Disconnected], None], event: p.Message | Disconnected) -> None:
+    try:
+        callback(event)
+    except Exception:  # a broken callback must not kill the reader thread
+        import traceback
+
+        traceback.print_exc()
+
+
+class EventQueue:
+    """A thread-safe queue of events, for hosts that poll from their main loop."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[p.Message | Disconnected] = queue.SimpleQueue()
+
+    def put(self, event: p.Message | Disconnected) -> None:
+        self._queue.put(event)
+
+    def drain(self) -> list[p.Message | Disconnected]:
+        events: list[p.Message | Disconnected] = []
+        while True:
+            try:
+                events.append(self._queue.get_nowait())
+            except queue.Empty:
+                return events

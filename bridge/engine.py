@@ -1,0 +1,342 @@
+"""The engine: img2img (masked or whole) on a loaded model, one job at a time, on the GPU worker thread.
+
+A thin layer over the diffusers pipelines' components: it validates before
+touching the GPU, then runs the numbered steps of ``Engine.run``; progress,
+previews and cancellation go through the ``JobHooks`` it is given.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+from . import imaging
+from . import protocol as p
+from .models import LoadedModel
+from .regions import Rect
+
+# latent → RGB projections of the predicted clean image, per model family (rows: latent channels)
+_LATENT_RGB = {
+    "sd": ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
+    "sdxl": (
+        [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]],
+        [0.1084, -0.0175, -0.0011],
+    ),
+}
+_PROMPT_CACHE_SIZE = 32
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class EngineError(Exception):
+    def __init__(self, code: p.ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobHooks(Protocol):
+    def cancelled(self) -> bool: ...
+
+    def progress(self, index: int, step: int, steps: int) -> None: ...
+
+    def preview(self, frame: PreviewFrame) -> None: ...
+
+
+@dataclass(frozen=True)
+class PreviewFrame:
+    """A look at the predicted result, still to be blended, scaled and encoded (off the GPU thread)."""
+
+    index: int
+    step: int
+    steps: int
+    rgb: np.ndarray  # H×W×3 uint8, covering ``region`` at reduced size
+    region: Rect
+    source: np.ndarray  # the region's RGBA source pixels
+    mask: np.ndarray | None  # the region's mask
+
+
+def render_preview(frame: PreviewFrame, settings: p.PreviewSettings) -> p.Image:
+    """Blend the preview over the source through the mask, at preview size, and encode it."""
+    region = frame.region
+    scale = min(1.0, settings.max_size / max(region.width, region.height))
+    width, height = max(1, round(region.width * scale)), max(1, round(region.height * scale))
+    small = imaging.resize_rgb(frame.rgb, width, height)
+    source = imaging.resize_rgba(frame.source, width, height)
+    mask = None if frame.mask is None else imaging.resize_gray(frame.mask, width, height)
+    return imaging.encode_rgba(imaging.blend(source, small, mask), settings.encoding)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    index: int
+    seed: int
+    pixels: np.ndarray  # RGBA uint8 for ``rect``
+    rect: Rect
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    source: np.ndarray
+    mask: np.ndarray | None
+    region: Rect  # what the model sees, in the sent image
+    box: Rect  # what comes back, in the sent image
+    working: imaging.WorkingSize
+
+
+class Engine:
+    """Runs jobs on one loaded model; not thread-safe (the server calls it from one worker thread)."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        import torch
+
+        self.model = model
+        self.pipe = model.img2img
+        self.torch = torch
+        self.device = torch.device(model.device)
+        self.dtype = model.dtype
+        self._prompts: OrderedDict[tuple[str, str, bool], tuple[Any, ...]] = OrderedDict()
+        up_factor = 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
+        self.multiple = int(self.pipe.vae_scale_factor) * up_factor
+        factors, bias = _LATENT_RGB[model.family]
+        self._latent_rgb = torch.tensor(factors, dtype=torch.float32, device=self.device)
+        self._latent_rgb_bias = torch.tensor(bias, dtype=torch.float32, device=self.device)
+        # the full VAE stays in float32 where its config says fp16 overflows (SDXL's)
+        self._upcast_vae = self.dtype == torch.float16 and bool(getattr(self.pipe.vae.config, "force_upcast", False))
+        if self._upcast_vae:
+            self.pipe.vae.to(dtype=torch.float32)
+
+    def prepare(self, request: p.Generate) -> _Prepared:
+        """Decode and check the inputs; raises ProtocolError before any GPU work."""
+        source = imaging.decode_rgba(request.image)
+        mask = None if request.mask is None else imaging.decode_mask(request.mask)
+        full = Rect(0, 0, request.image.width, request.image.height)
+        if mask is None:
+            region = box = full
+        else:
+            found = imaging.mask_box(mask)
+            if found is None:
+                raise p.ProtocolError(
+                    p.ErrorCode.INVALID_FIELD,
+                    "the mask is empty (all 0), so there is nothing to regenerate",
+                    field="mask",
+                    job_id=request.job_id,
+                )
+            box = found
+            region = imaging.context_box(box, full.width, full.height, self.model.resolution)
+        working = imaging.working_size(region.width, region.height, self.model.resolution, self.multiple)
+        return _Prepared(source=source, mask=mask, region=region, box=box, working=working)
+
+    def run(self, request: p.Generate, hooks: JobHooks, prepared: _Prepared | None = None) -> Iterator[GeneratedImage]:
+        """Yield one GeneratedImage per variation; raises JobCancelled or EngineError."""
+        torch = self.torch
+        try:
+            with torch.inference_mode():
+                yield from self._run(request, hooks, prepared or self.prepare(request))
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise EngineError(
+                p.ErrorCode.OUT_OF_MEMORY, "the GPU ran out of memory: try a smaller image or selection, or fewer variations"
+            ) from exc
+
+    def _run(self, request: p.Generate, hooks: JobHooks, job: _Prepared) -> Iterator[GeneratedImage]:
+        torch = self.torch
+        started = time.perf_counter()
+        fast = request.live and self.model.tiny_vae is not None
+        do_cfg = request.guidance > 1.0
+
+        # 1. the region the model sees, scaled to its working size and padded to what the UNet needs
+        region = job.region
+        src = job.source[region.y : region.bottom, region.x : region.right]
+        region_mask = None if job.mask is None else job.mask[region.y : region.bottom, region.x : region.right]
+        ws = job.working
+        rgb = imaging.pad_edges(imaging.resize_rgb(imaging.flatten_for_model(src), ws.width, ws.height), ws.padded_width, ws.padded_height)
+        pixels = self._to_tensor(rgb)
+
+        # 2. encode the image (and, for 9-channel inpainting UNets, the masked image)
+        t0 = time.perf_counter()
+        image_latents = self._encode(pixels, fast)
+        latent_mask = None
+        masked_latents = None
+        if region_mask is not None:
+            mask_small = imaging.pad_edges(imaging.resize_gray(region_mask, ws.width, ws.height), ws.padded_width, ws.padded_height)
+            mask_t = torch.from_numpy(np.ascontiguousarray(mask_small)).to(self.device, torch.float32)[None, None] / 255.0
+            latent_mask = torch.nn.functional.interpolate(mask_t, size=image_latents.shape[-2:], mode="bilinear").to(self.dtype)
+            if self.model.inpaint_unet:
+                binary = (mask_t >= 0.5).to(self.dtype)
+                masked_latents = self._encode(pixels * (1 - binary), fast)
+                latent_mask = (latent_mask >= 0.5).to(self.dtype)
+        elif self.model.inpaint_unet:
+            latent_mask = torch.ones((1, 1, *image_latents.shape[-2:]), device=self.device, dtype=self.dtype)
+            masked_latents = torch.zeros_like(image_latents)
+        encode_ms = (time.perf_counter() - t0) * 1000
+
+        # 3. the prompt, encoded once per distinct text
+        embeds = self._prompt_embeds(request.prompt, request.negative_prompt, do_cfg)
+        added = self._added_conditions(embeds, ws, do_cfg)
+
+        # 4. the timesteps that strength leaves
+        scheduler = self.pipe.scheduler
+        base_seed = request.seed if request.seed is not None else random.randrange(2**32)
+        for index in range(request.count):
+            seed = (base_seed + index) % 2**32
+            t1 = time.perf_counter()
+            scheduler.set_timesteps(request.steps, device=self.device)
+            keep = max(1, min(int(request.steps * request.strength), request.steps))
+            start = (request.steps - keep) * scheduler.order
+            timesteps = scheduler.timesteps[start:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(start)
+            generator = torch.Generator("cpu").manual_seed(seed)
+            noise = torch.randn(image_latents.shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+            latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
+            total = len(timesteps)
+
+            # 5. denoise, blending the kept area back in for ordinary checkpoints
+            for step, t in enumerate(timesteps, start=1):
+                if hooks.cancelled():
+                    raise JobCancelled()
+                model_in = torch.cat([latents] * 2) if do_cfg else latents
+                model_in = scheduler.scale_model_input(model_in, t)
+                if masked_latents is not None and latent_mask is not None:
+                    extra = torch.cat([latent_mask, masked_latents], dim=1)
+                    model_in = torch.cat([model_in, torch.cat([extra] * 2) if do_cfg else extra], dim=1)
+                noise_pred = self.pipe.unet(model_in, t, encoder_hidden_states=embeds[0], added_cond_kwargs=added, return_dict=False)[0]
+                if do_cfg:
+                    uncond, cond = noise_pred.chunk(2)
+                    noise_pred = uncond + request.guidance * (cond - uncond)
+                out = scheduler.step(noise_pred, t, latents, generator=generator, return_dict=True)
+                latents = out.prev_sample
+                predicted = getattr(out, "pred_original_sample", None)
+                if predicted is None:
+                    predicted = getattr(out, "denoised", latents)
+                if latent_mask is not None and masked_latents is None:
+                    # the kept area follows the source, noised to where the next step starts
+                    kept = scheduler.add_noise(image_latents, noise, timesteps[step : step + 1]) if step < total else image_latents
+                    latents = kept * (1 - latent_mask) + latents * latent_mask
+                    predicted = image_latents * (1 - latent_mask) + predicted * latent_mask
+                hooks.progress(index, step, total)
+                every = request.preview.every
+                if every and step < total and step % every == 0:
+                    hooks.preview(self._preview_frame(index, step, total, predicted, ws, region, src, region_mask, request.preview.decoder))
+            denoise_ms = (time.perf_counter() - t1) * 1000
+
+            # 6. decode, restore the region's size and paste through the mask
+            t2 = time.perf_counter()
+            generated = self._decode(latents, fast)[: ws.height, : ws.width]
+            generated = imaging.resize_rgb(generated, region.width, region.height)
+            merged = imaging.blend(src, generated, region_mask)
+            box = job.box
+            inner = merged[box.y - region.y : box.bottom - region.y, box.x - region.x : box.right - region.x]
+            decode_ms = (time.perf_counter() - t2) * 1000
+            timings = {
+                "encode_ms": encode_ms,
+                "denoise_ms": denoise_ms,
+                "decode_ms": decode_ms,
+                "total_ms": (time.perf_counter() - started) * 1000,
+            }
+            yield GeneratedImage(index=index, seed=seed, pixels=np.ascontiguousarray(inner), rect=box, timings=timings)
+            started = time.perf_counter()
+            encode_ms = 0.0
+
+    # --- pieces ---------------------------------------------------------------------------
+
+    def _to_tensor(self, rgb: np.ndarray) -> Any:
+        torch = self.torch
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device)
+        return tensor.permute(2, 0, 1)[None].to(self.dtype).div_(127.5).sub_(1.0)
+
+    def _encode(self, pixels: Any, fast: bool) -> Any:
+        tiny = self.model.tiny_vae
+        if fast and tiny is not None:
+            return tiny.encode(pixels).latents
+        vae = self.pipe.vae
+        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mean
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return ((latents - shift) * vae.config.scaling_factor).to(self.dtype)
+
+    def _decode(self, latents: Any, fast: bool) -> np.ndarray:
+        tiny = self.model.tiny_vae
+        if fast and tiny is not None:
+            image = tiny.decode(latents).sample
+        else:
+            vae = self.pipe.vae
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            image = vae.decode((latents / vae.config.scaling_factor + shift).to(vae.dtype)).sample
+        return self._to_uint8(image)
+
+    def _to_uint8(self, image: Any) -> np.ndarray:
+        out = ((image[0].float() + 1.0) * 127.5).clamp_(0, 255).round_().to(self.torch.uint8)
+        return out.permute(1, 2, 0).cpu().numpy()
+
+    def _preview_frame(
+        self,
+        index: int,
+        step: int,
+        total: int,
+        predicted: Any,
+        ws: imaging.WorkingSize,
+        region: Rect,
+        src: np.ndarray,
+        region_mask: np.ndarray | None,
+        decoder: p.PreviewDecoder,
+    ) -> PreviewFrame:
+        tiny = self.model.tiny_vae
+        if decoder is p.PreviewDecoder.FULL:
+            rgb = self._decode(predicted, fast=False)[: ws.height, : ws.width]
+        elif decoder in (p.PreviewDecoder.AUTO, p.PreviewDecoder.TINY) and tiny is not None:
+            rgb = self._decode(predicted, fast=True)[: ws.height, : ws.width]
+        else:
+            projected = self.torch.einsum("bchw,cr->bhwr", predicted.float(), self._latent_rgb) + self._latent_rgb_bias
+            scale = self.pipe.vae_scale_factor
+            rgb = self._to_uint8(projected.permute(0, 3, 1, 2))[: -(-ws.height // scale), : -(-ws.width // scale)]
+        return PreviewFrame(index=index, step=step, steps=total, rgb=rgb, region=region, source=src, mask=region_mask)
+
+    def _prompt_embeds(self, prompt: str, negative: str, do_cfg: bool) -> tuple[Any, ...]:
+        key = (prompt, negative, do_cfg)
+        cached = self._prompts.get(key)
+        if cached is not None:
+            self._prompts.move_to_end(key)
+            return cached
+        torch = self.torch
+        if self.model.family == "sdxl":
+            pos, neg, pooled, neg_pooled = self.pipe.encode_prompt(
+                prompt=prompt,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=do_cfg,
+                negative_prompt=negative or None,
+            )
+            embeds: tuple[Any, ...] = (torch.cat([neg, pos]) if do_cfg else pos, torch.cat([neg_pooled, pooled]) if do_cfg else pooled)
+        else:
+            pos, neg = self.pipe.encode_prompt(prompt, self.device, 1, do_cfg, negative_prompt=negative or None)
+            embeds = (torch.cat([neg, pos]) if do_cfg else pos,)
+        self._prompts[key] = embeds
+        if len(self._prompts) > _PROMPT_CACHE_SIZE:
+            self._prompts.popitem(last=False)
+        return embeds
+
+    def _added_conditions(self, embeds: tuple[Any, ...], ws: imaging.WorkingSize, do_cfg: bool) -> dict[str, Any] | None:
+        if self.model.family != "sdxl":
+            return None
+        torch = self.torch
+        h, w = ws.padded_height, ws.padded_width
+        if getattr(self.pipe.config, "requires_aesthetics_score", False):
+            pos_ids, neg_ids = [h, w, 0, 0, 6.0], [h, w, 0, 0, 2.5]
+        else:
+            pos_ids = neg_ids = [h, w, 0, 0, h, w]
+        ids = [neg_ids, pos_ids] if do_cfg else [pos_ids]
+        time_ids = torch.tensor(ids, device=self.device, dtype=self.dtype)
+        return {"text_embeds": embeds[1], "time_ids": time_ids}
+
+
+def random_seed() -> int:
+    return random.randrange(2**32)

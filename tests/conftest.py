@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+# set before anything imports huggingface_hub: no test may touch the network
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["IMG2IMG_BRIDGE_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+from bridge.client import BridgeClient  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.bridge_server import RunningBridge
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model is built once per test session, in a fresh cache."""
+    cache = Path(os.environ.get("IMG2IMG_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["IMG2IMG_BRIDGE_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def bridge(model_cache: Path) -> Iterator[RunningBridge]:
+    """A real bridge with the tiny model on a loopback port, shared by the tests that only talk to it."""
+    from tests.bridge_server import running_bridge  # the server needs aiohttp and torch: import it only here
+
+    from tests.bridge_server import running_bridge  # the server needs aiohttp and torch: only import it here
+
+    with running_bridge() as running:
+        yield running
+
+
+@pytest.fixture
+def connect(bridge: RunningBridge) -> Iterator[Callable[..., BridgeClient]]:
+    """Open real clients to the shared bridge; they are closed after the test."""
+    clients: list[BridgeClient] = []
+
+    def open_client(**kwargs: object) -> BridgeClient:
+        client = BridgeClient(bridge.url, name="pytest", **kwargs)  # type: ignore[arg-type]
+        client.connect()
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def bridge_url(bridge: RunningBridge) -> str:
+    """The shared bridge's websocket URL; processes in the e2e chroot reach it too (same loopback)."""
+    return bridge.url

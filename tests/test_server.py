@@ -1,0 +1,436 @@
+"""The real server on a loopback port, driven by the real client, with the tiny model."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from bridge import protocol as p
+from bridge.client import BridgeClient, ClientError, Disconnected, new_job_id
+from bridge.server import ServerConfig
+from tests.bridge_server import RunningBridge, free_port, running_bridge
+
+Connect = Callable[..., BridgeClient]
+TIMEOUT = 60.0
+
+
+def photo(width: int = 96, height: int = 64, *, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    return pixels
+
+
+def request(pixels: np.ndarray, **fields: Any) -> p.Generate:
+    height, width = pixels.shape[:2]
+    defaults: dict[str, Any] = {"prompt": "a red fox", "steps": 4, "strength": 0.75, "seed": 7, "guidance": 7.0}
+    defaults.update(fields)
+    return p.Generate(job_id=new_job_id(), image=p.Image(width, height, pixels.tobytes()), **defaults)
+
+
+def mask_of(pixels: np.ndarray, mask: np.ndarray) -> p.Mask:
+    return p.Mask(width=pixels.shape[1], height=pixels.shape[0], data=np.ascontiguousarray(mask).tobytes())
+
+
+def result_pixels(result: p.Result) -> np.ndarray:
+    return np.frombuffer(result.image.raw_rgba(), dtype=np.uint8).reshape(result.image.height, result.image.width, 4)
+
+
+class Events:
+    """Collects a client's events from its reader thread; ``wait`` blocks for the next matching one."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[p.Message | Disconnected] = queue.Queue()
+        self.seen: list[p.Message | Disconnected] = []
+
+    def __call__(self, event: p.Message | Disconnected) -> None:
+        self.queue.put(event)
+
+    def wait(self, kind: type, timeout: float = TIMEOUT, **match: Any) -> Any:
+        while True:
+            event = self.queue.get(timeout=timeout)
+            self.seen.append(event)
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
+                return event
+
+
+def test_health_reports_the_tiny_model(bridge: RunningBridge) -> None:
+    health = bridge.health()
+    assert health["status"] == "ready"
+    assert health["model"] == "tiny"
+    assert health["test_model"] is True
+    assert "noise" in health["message"]
+    assert health["protocol"] == p.PROTOCOL_VERSION
+    assert health["device"] == "cpu"
+    assert health["queue"] == 0
+
+
+def test_welcome_describes_the_bridge(connect: Connect) -> None:
+    client = connect()
+    welcome = client.welcome
+    assert welcome is not None
+    assert welcome.model.status is p.ModelStatus.READY and welcome.model.test_model
+    assert welcome.limits.max_message_bytes > 4096 * 4096 * 4
+    assert "tiny" in {m.name for m in welcome.models}
+    assert p.Encoding.RAW in welcome.encodings
+
+
+def test_whole_image_img2img(connect: Connect) -> None:
+    pixels = photo()
+    outcome = connect().run(request(pixels), timeout=TIMEOUT)
+    assert outcome.ok
+    (result,) = outcome.results
+    assert (result.x, result.y, result.image.width, result.image.height) == (0, 0, 96, 64)
+    assert result.seed == 7
+    assert result.timings["total_ms"] > 0
+    out = result_pixels(result)
+    assert not np.array_equal(out[..., :3], pixels[..., :3])
+    assert np.array_equal(out[..., 3], pixels[..., 3])
+
+
+def test_same_seed_same_output_and_other_seed_differs(connect: Connect) -> None:
+    client = connect()
+    pixels = photo()
+    first = client.run(request(pixels, seed=11), timeout=TIMEOUT).results[0]
+    again = client.run(request(pixels, seed=11), timeout=TIMEOUT).results[0]
+    other = client.run(request(pixels, seed=12), timeout=TIMEOUT).results[0]
+    assert first.image.data == again.image.data
+    assert first.image.data != other.image.data
+
+
+def test_low_strength_stays_closer_than_high(connect: Connect) -> None:
+    client = connect()
+    pixels = photo(128, 128)
+    low = result_pixels(client.run(request(pixels, strength=0.1, steps=10), timeout=TIMEOUT).results[0])
+    high = result_pixels(client.run(request(pixels, strength=1.0, steps=10), timeout=TIMEOUT).results[0])
+    low_diff = np.abs(low[..., :3].astype(int) - pixels[..., :3]).mean()
+    high_diff = np.abs(high[..., :3].astype(int) - pixels[..., :3]).mean()
+    assert low_diff < high_diff
+
+
+def test_masked_inpaint_keeps_outside_pixels_identical(connect: Connect) -> None:
+    pixels = photo(160, 120)
+    mask = np.zeros((120, 160), np.uint8)
+    yy, xx = np.mgrid[:120, :160]
+    distance = np.hypot((xx - 80) / 40, (yy - 60) / 30)
+    mask[:] = np.clip((1.3 - distance) * 255 / 0.6, 0, 255).astype(np.uint8)  # a feathered ellipse
+    outcome = connect().run(request(pixels, mask=mask_of(pixels, mask)), timeout=TIMEOUT)
+    (result,) = outcome.results
+    nz_rows, nz_cols = np.nonzero(mask)
+    assert (result.x, result.y) == (nz_cols.min(), nz_rows.min())
+    assert (result.image.width, result.image.height) == (nz_cols.max() - nz_cols.min() + 1, nz_rows.max() - nz_rows.min() + 1)
+    out = result_pixels(result)
+    box = (slice(result.y, result.y + out.shape[0]), slice(result.x, result.x + out.shape[1]))
+    source, region_mask = pixels[box], mask[box]
+    assert np.array_equal(out[region_mask == 0], source[region_mask == 0])
+    assert not np.array_equal(out[region_mask == 255], source[region_mask == 255])
+
+
+def test_inverted_mask_replaces_everything_but_the_subject(connect: Connect) -> None:
+    pixels = photo(128, 96)
+    subject = np.zeros((96, 128), np.uint8)
+    subject[30:70, 40:90] = 255
+    background = 255 - subject
+    (result,) = connect().run(request(pixels, mask=mask_of(pixels, background)), timeout=TIMEOUT).results
+    assert (result.x, result.y, result.image.width, result.image.height) == (0, 0, 128, 96)
+    out = result_pixels(result)
+    assert np.array_equal(out[30:70, 40:90], pixels[30:70, 40:90])
+    assert not np.array_equal(out[background == 255], pixels[background == 255])
+
+
+def test_alpha_is_kept(connect: Connect) -> None:
+    pixels = photo(96, 96)
+    pixels[:, :40, 3] = 0
+    pixels[:, 40:60, 3] = 128
+    (result,) = connect().run(request(pixels), timeout=TIMEOUT).results
+    assert np.array_equal(result_pixels(result)[..., 3], pixels[..., 3])
+
+
+def test_previews_arrive_before_the_result(connect: Connect) -> None:
+    events = Events()
+    client = connect()
+    job = request(photo(128, 96), steps=8, strength=1.0, preview=p.PreviewSettings(every=1, max_size=64))
+    client.generate(job, events)
+    events.wait(p.Result)
+    kinds = [type(e) for e in events.seen]
+    previews = [e for e in events.seen if isinstance(e, p.Preview)]
+    assert kinds[0] is p.Queued
+    assert previews and kinds.index(p.Preview) < kinds.index(p.Result)
+    for preview in previews:
+        assert max(preview.image.width, preview.image.height) <= 64
+        assert (preview.x, preview.y, preview.width, preview.height) == (0, 0, 128, 96)
+        assert len(preview.image.raw_rgba()) == preview.image.width * preview.image.height * 4
+    progress = [e.step for e in events.seen if isinstance(e, p.Progress)]
+    assert progress == list(range(1, 9))
+
+
+def test_jpeg_previews_and_zlib_results_for_remote_clients(connect: Connect) -> None:
+    events = Events()
+    job = request(photo(), preview=p.PreviewSettings(every=1, encoding=p.Encoding.JPEG), result_encoding=p.Encoding.ZLIB)
+    connect().generate(job, events)
+    result = events.wait(p.Result)
+    preview = next(e for e in events.seen if isinstance(e, p.Preview))
+    assert preview.image.encoding is p.Encoding.JPEG and preview.image.data[:2] == b"\xff\xd8"
+    assert result.image.encoding is p.Encoding.ZLIB
+    assert len(result.image.raw_rgba()) == 96 * 64 * 4
+
+
+def test_count_streams_each_variation_with_consecutive_seeds(connect: Connect) -> None:
+    outcome = connect().run(request(photo(), count=3, seed=100), timeout=TIMEOUT)
+    assert [r.index for r in outcome.results] == [0, 1, 2]
+    assert [r.seed for r in outcome.results] == [100, 101, 102]
+    assert len({r.image.data for r in outcome.results}) == 3
+
+
+def test_cancel_mid_job_and_the_connection_stays_usable(bridge: RunningBridge, connect: Connect) -> None:
+    client = connect()
+    events = Events()
+    job = request(photo(128, 128), steps=100, strength=1.0, preview=p.PreviewSettings(every=0))
+    client.generate(job, events)
+    events.wait(p.Progress, job_id=job.job_id)
+    client.cancel(job.job_id)
+    events.wait(p.Cancelled, job_id=job.job_id)
+    assert not any(isinstance(e, p.Result) for e in events.seen)
+    assert client.run(request(photo()), timeout=TIMEOUT).ok
+    record = next(r for r in bridge.health()["recent_jobs"] if r["job_id"] == job.job_id)
+    assert record["outcome"] == "cancelled" and record["steps"] < 100
+
+
+def test_cancel_of_a_queued_job(connect: Connect) -> None:
+    client = connect()
+    events = Events()
+    busy = request(photo(128, 128), steps=100, strength=1.0, preview=p.PreviewSettings(every=0))
+    waiting = request(photo())
+    client.generate(busy, events)
+    events.wait(p.Progress, job_id=busy.job_id)
+    client.generate(waiting, events)
+    events.wait(p.Queued, job_id=waiting.job_id)
+    client.cancel(waiting.job_id)
+    events.wait(p.Cancelled, job_id=waiting.job_id)
+    client.cancel(busy.job_id)
+    events.wait(p.Cancelled, job_id=busy.job_id)
+
+
+def test_disconnect_mid_job_cancels_it(bridge: RunningBridge, connect: Connect) -> None:
+    leaving = connect()
+    events = Events()
+    job = request(photo(128, 128), steps=100, strength=1.0, preview=p.PreviewSettings(every=0))
+    leaving.generate(job, events)
+    events.wait(p.Progress, job_id=job.job_id)
+    leaving.close()
+    # the GPU worker runs one job at a time: once this result is back, the abandoned job has ended
+    assert connect().run(request(photo()), timeout=TIMEOUT).ok
+    record = next(r for r in bridge.health()["recent_jobs"] if r["job_id"] == job.job_id)
+    assert record["outcome"] == "cancelled" and record["steps"] < 100
+
+
+def test_two_clients_at_once(connect: Connect) -> None:
+    first, second = connect(), connect()
+    outcomes: dict[str, Any] = {}
+
+    def work(name: str, client: BridgeClient, seed: int) -> None:
+        outcomes[name] = client.run(request(photo(seed=seed), count=2), timeout=TIMEOUT)
+
+    threads = [threading.Thread(target=work, args=("a", first, 1)), threading.Thread(target=work, args=("b", second, 2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes["a"].ok and outcomes["b"].ok
+    assert len(outcomes["a"].results) == 2 and len(outcomes["b"].results) == 2
+
+
+def test_clients_take_turns(connect: Connect) -> None:
+    first, second = connect(), connect()
+    a_events, b_events = Events(), Events()
+    busy = request(photo(128, 128), steps=100, strength=1.0, preview=p.PreviewSettings(every=0))
+    first.generate(busy, a_events)
+    a_events.wait(p.Progress, job_id=busy.job_id)
+    a_jobs = [request(photo()) for _ in range(3)]
+    for job in a_jobs:
+        first.generate(job, a_events)
+    positions = [a_events.wait(p.Queued, job_id=j.job_id).position for j in a_jobs]
+    b_job = request(photo())
+    second.generate(b_job, b_events)
+    assert positions == [0, 1, 2]
+    # B's first job runs after A's next one, not after all of A's
+    assert b_events.wait(p.Queued, job_id=b_job.job_id).position == 1
+    first.cancel(busy.job_id)
+    b_events.wait(p.Result, job_id=b_job.job_id)
+    for job in a_jobs:
+        a_events.wait(p.Result, job_id=job.job_id)
+
+
+def test_live_requests_are_newest_wins(connect: Connect) -> None:
+    client = connect()
+    events = Events()
+    busy = request(photo(128, 128), steps=100, strength=1.0, preview=p.PreviewSettings(every=0))
+    client.generate(busy, events)
+    events.wait(p.Progress, job_id=busy.job_id)
+    live = [request(photo(seed=i), live=True, steps=2, strength=0.5) for i in range(4)]
+    for job in live:
+        client.generate(job, events)
+    for job in live[:-1]:
+        events.wait(p.Cancelled, job_id=job.job_id)
+    client.cancel(busy.job_id)
+    result = events.wait(p.Result, job_id=live[-1].job_id)
+    assert result.index == 0
+    assert not any(isinstance(e, p.Result) and e.job_id in {j.job_id for j in live[:-1]} for e in events.seen)
+
+
+def test_large_image_is_not_cut_by_message_limits(connect: Connect) -> None:
+    pixels = photo(1100, 1000)
+    mask = np.zeros((1000, 1100), np.uint8)
+    mask[100:200, 100:220] = 255
+    (result,) = connect().run(request(pixels, mask=mask_of(pixels, mask), steps=2), timeout=TIMEOUT).results
+    assert (result.x, result.y, result.image.width, result.image.height) == (100, 100, 120, 100)
+
+
+def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
+    good = request(photo(8, 8)).to_wire()
+
+    def variant(**changes: Any) -> bytes:
+        wire = dict(good, job_id=new_job_id())
+        for key, value in changes.items():
+            if value is _DROP:
+                wire.pop(key)
+            else:
+                wire[key] = value
+        return bytes(msgpack.packb(wire, use_bin_type=True))
+
+    image = good["image"]
+    return [
+        ("malformed", b"\xc1\x00garbage", p.ErrorCode.BAD_MESSAGE, None),
+        ("not a map", msgpack.packb([1, 2, 3]), p.ErrorCode.BAD_MESSAGE, None),
+        ("unknown type", msgpack.packb({"type": "teleport"}), p.ErrorCode.UNKNOWN_TYPE, "type"),
+        ("missing image", variant(image=_DROP), p.ErrorCode.MISSING_FIELD, "image"),
+        ("missing prompt", variant(prompt=_DROP), p.ErrorCode.MISSING_FIELD, "prompt"),
+        ("missing job id", variant(job_id=_DROP), p.ErrorCode.MISSING_FIELD, "job_id"),
+        ("wrong byte count", variant(image=dict(image, data=b"\x00" * 10)), p.ErrorCode.SIZE_MISMATCH, "image.data"),
+        ("zero width", variant(image=dict(image, width=0, data=b"")), p.ErrorCode.INVALID_FIELD, "image.width"),
+        ("huge", variant(image=dict(image, width=100_000, height=100_000)), p.ErrorCode.TOO_LARGE, "image"),
+        ("strength", variant(strength=1.5), p.ErrorCode.INVALID_FIELD, "strength"),
+        ("zero strength", variant(strength=0.0), p.ErrorCode.INVALID_FIELD, "strength"),
+        ("steps", variant(steps=0), p.ErrorCode.INVALID_FIELD, "steps"),
+        ("too many steps", variant(steps=10_000), p.ErrorCode.INVALID_FIELD, "steps"),
+        ("guidance", variant(guidance=-2.0), p.ErrorCode.INVALID_FIELD, "guidance"),
+        ("steps not int", variant(steps="many"), p.ErrorCode.INVALID_FIELD, "steps"),
+        ("mask size", variant(mask={"width": 4, "height": 4, "data": b"\xff" * 16}), p.ErrorCode.SIZE_MISMATCH, "mask"),
+        ("mask bytes", variant(mask={"width": 8, "height": 8, "data": b"\xff" * 3}), p.ErrorCode.SIZE_MISMATCH, "mask.data"),
+        ("empty mask", variant(mask={"width": 8, "height": 8, "data": b"\x00" * 64}), p.ErrorCode.INVALID_FIELD, "mask"),
+        ("encoding", variant(image=dict(image, encoding="webp")), p.ErrorCode.INVALID_FIELD, "image.encoding"),
+        ("corrupt png", variant(image=dict(image, encoding="png", data=b"not a png")), p.ErrorCode.INVALID_FIELD, "image.data"),
+        ("count", variant(count=99), p.ErrorCode.INVALID_FIELD, "count"),
+        ("cancel unknown", msgpack.packb({"type": "cancel", "job_id": "nope"}), p.ErrorCode.UNKNOWN_JOB, "job_id"),
+        ("load unknown model", msgpack.packb({"type": "load_model", "model": "!!"}), p.ErrorCode.UNKNOWN_MODEL, None),
+    ]
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(("frame", "code", "field"), [case[1:] for case in _bad_wire()], ids=[case[0] for case in _bad_wire()])
+def test_bad_input_is_answered_and_the_connection_stays_usable(
+    connect: Connect, frame: bytes, code: p.ErrorCode, field: str | None
+) -> None:
+    events = Events()
+    client = connect(on_event=events)
+    client.send_raw(frame)
+    error = events.wait(p.Error)
+    assert error.code is code, error.message
+    assert error.field == field
+    assert error.message
+    assert client.run(request(photo(32, 32), steps=1), timeout=TIMEOUT).ok
+
+
+def test_text_frames_and_messages_before_hello_are_refused(bridge: RunningBridge) -> None:
+    with ws_connect(bridge.url, max_size=None, proxy=None) as ws:
+        ws.send(p.encode(p.ListModels()))
+        error = p.decode_server_message(ws.recv(timeout=10))
+        assert isinstance(error, p.Error) and error.code is p.ErrorCode.HANDSHAKE_REQUIRED
+        ws.send(p.encode(p.Hello(client="raw")))
+        assert isinstance(p.decode_server_message(ws.recv(timeout=10)), p.Welcome)
+        ws.send("hello as text")
+        error = p.decode_server_message(ws.recv(timeout=10))
+        assert isinstance(error, p.Error) and error.code is p.ErrorCode.BAD_MESSAGE
+
+
+def test_other_protocol_versions_are_told_to_update(bridge: RunningBridge) -> None:
+    with ws_connect(bridge.url, max_size=None, proxy=None) as ws:
+        ws.send(p.encode(p.Hello(client="future", protocol=p.PROTOCOL_VERSION + 1)))
+        error = p.decode_server_message(ws.recv(timeout=10))
+        assert isinstance(error, p.Error) and error.code is p.ErrorCode.UNSUPPORTED_PROTOCOL
+        assert "update" in error.message
+
+
+def test_browser_origins_are_rejected(bridge: RunningBridge) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        ws_connect(bridge.url, origin="https://evil.example", proxy=None)  # type: ignore[arg-type]
+    assert caught.value.response.status_code == 403
+
+
+def test_allowed_origin_may_connect(model_cache: object) -> None:
+    config = ServerConfig(model="tiny", device="cpu", allowed_origins=("http://localhost:3000",))
+    with running_bridge(config) as server:
+        with ws_connect(server.url, origin="http://localhost:3000", proxy=None) as ws:  # type: ignore[arg-type]
+            ws.send(p.encode(p.Hello(client="page")))
+            assert isinstance(p.decode_server_message(ws.recv(timeout=10)), p.Welcome)
+        with pytest.raises(InvalidStatus):
+            ws_connect(server.url, origin="http://localhost:3001", proxy=None)  # type: ignore[arg-type]
+
+
+def test_token_is_enforced(model_cache: object) -> None:
+    with running_bridge(ServerConfig(model="tiny", device="cpu", token="s3cret")) as server:
+        with pytest.raises(ClientError) as caught:
+            BridgeClient(server.url).connect()
+        assert caught.value.code is p.ErrorCode.UNAUTHORIZED
+        with pytest.raises(ClientError):
+            BridgeClient(server.url, token="wrong").connect()
+        with pytest.raises(urllib.error.HTTPError) as http_error:
+            server.health()
+        assert http_error.value.code == 401
+        assert server.health(token="s3cret")["status"] == "ready"
+        with BridgeClient(server.url, token="s3cret") as client:
+            assert client.run(request(photo(32, 32), steps=1), timeout=TIMEOUT).ok
+
+
+def test_missing_model_keeps_the_server_up_and_says_how_to_fix_it(model_cache: object) -> None:
+    with running_bridge(ServerConfig(model="someone/not-in-the-cache", device="cpu")) as server:
+        health = server.health()
+        assert health["status"] == "no-model"
+        assert "--model" in health["message"]
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            outcome = client.run(request(photo(32, 32)), timeout=TIMEOUT)
+            assert outcome.error is not None and outcome.error.code is p.ErrorCode.NO_MODEL
+            assert "--model" in outcome.error.message
+            client.load_model("tiny")
+            events.wait(
+                p.ModelStatusEvent,
+                timeout=TIMEOUT,
+                model=p.ModelState(name="tiny", status=p.ModelStatus.LOADING, message="loading tiny", progress=0.0),
+            )
+            ready = events.wait(p.ModelStatusEvent, timeout=TIMEOUT)
+            while ready.model.status is not p.ModelStatus.READY:
+                ready = events.wait(p.ModelStatusEvent, timeout=TIMEOUT)
+            assert client.run(request(photo(32, 32)), timeout=TIMEOUT).ok
+            client.list_models()
+            models = events.wait(p.Models)
+            assert models.current.name == "tiny" and "tiny" in {m.name for m in models.models}
+
+
+def test_client_explains_when_no_bridge_runs() -> None:
+    with pytest.raises(ClientError) as caught:
+        BridgeClient(f"127.0.0.1:{free_port()}", timeout=5).connect()
+    assert caught.value.code is p.ErrorCode.CONNECTION
+    assert "img2img-bridge serve" in caught.value.message
