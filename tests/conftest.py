@@ -13,7 +13,7 @@ os.environ["IMG2IMG_BRIDGE_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-from bridge.client import BridgeClient  # noqa: E402
+from bridge.client import BridgeClient
 
 if TYPE_CHECKING:
     from tests.bridge_server import RunningBridge
@@ -31,8 +31,6 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bridge(model_cache: Path) -> Iterator[RunningBridge]:
     """A real bridge with the tiny model on a loopback port, shared by the tests that only talk to it."""
     from tests.bridge_server import running_bridge  # the server needs aiohttp and torch: import it only here
-
-    from tests.bridge_server import running_bridge  # the server needs aiohttp and torch: only import it here
 
     with running_bridge() as running:
         yield running
