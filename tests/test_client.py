@@ -1,0 +1,122 @@
+"""The client library against a bridge started as a user starts it; runs under Python 3.10 too (no numpy, no Pillow)."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge import protocol as p
+from bridge.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url
+from tests.served import Served, free_port, serve
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve("--model", "tiny", "--device", "cpu", log_dir=tmp_path_factory.mktemp("logs")) as running:
+        yield running
+
+
+def gradient(width: int, height: int) -> bytes:
+    return bytes((x * 7 + y * 3) % 256 if c < 3 else 255 for y in range(height) for x in range(width) for c in range(4))
+
+
+def job(width: int = 48, height: int = 40, **fields: object) -> p.Generate:
+    settings: dict[str, object] = {"prompt": "a lighthouse", "steps": 3, "strength": 0.8, "seed": 3}
+    settings.update(fields)
+    return p.Generate(job_id=new_job_id(), image=p.Image(width, height, gradient(width, height)), **settings)  # type: ignore[arg-type]
+
+
+def test_python_version_is_one_the_editors_use() -> None:
+    assert sys.version_info >= (3, 10)
+
+
+def test_normalize_url() -> None:
+    assert normalize_url("localhost:7421") == "ws://localhost:7421/ws"
+    assert normalize_url("http://127.0.0.1:9000") == "ws://127.0.0.1:9000/ws"
+    assert normalize_url("https://example.org/") == "wss://example.org/ws"
+    assert normalize_url("ws://h:1/custom") == "ws://h:1/custom"
+    with pytest.raises(ClientError):
+        normalize_url("ftp://nope")
+
+
+def test_handshake_and_job(served: Served) -> None:
+    with BridgeClient(served.url, name="py3.10-check") as client:
+        assert client.welcome is not None and client.welcome.model.name == "tiny"
+        outcome = client.run(job(preview=p.PreviewSettings(every=1, max_size=32)), timeout=60)
+    assert outcome.ok and outcome.previews >= 1
+    (result,) = outcome.results
+    data = result.image.raw_rgba()
+    assert len(data) == 48 * 40 * 4
+    assert data[3::4] == b"\xff" * (48 * 40)
+
+
+def test_events_reach_the_global_callback_in_order(served: Served) -> None:
+    events: queue.Queue[p.Message | Disconnected] = queue.Queue()
+    with BridgeClient(served.url, on_event=events.put) as client:
+        request = job()
+        client.generate(request)
+        kinds = []
+        while True:
+            event = events.get(timeout=60)
+            kinds.append(type(event))
+            if isinstance(event, Disconnected) or p.is_job_end(event):
+                break
+    assert kinds[0] is p.Queued and kinds[-1] is p.Result
+    assert p.Progress in kinds
+
+
+def test_a_failing_callback_does_not_kill_the_reader(served: Served) -> None:
+    def broken(event: p.Message | Disconnected) -> None:
+        raise RuntimeError("host bug")
+
+    with BridgeClient(served.url, on_event=broken) as client:
+        assert client.run(job(), timeout=60).ok
+        assert client.connected
+
+
+def test_cancel_through_the_client(served: Served) -> None:
+    started = threading.Event()
+    with BridgeClient(served.url) as client:
+        request = job(128, 128, steps=100, strength=1.0, preview=p.PreviewSettings(every=0))
+        outcome_box: list[JobOutcome] = []
+        thread = threading.Thread(
+            target=lambda: outcome_box.append(client.run(request, lambda e: started.set() if isinstance(e, p.Progress) else None, timeout=60))
+        )
+        thread.start()
+        assert started.wait(60)
+        client.cancel(request.job_id)
+        thread.join(60)
+    assert outcome_box[0].cancelled and not outcome_box[0].results
+
+
+def test_server_going_away_becomes_a_disconnected_event(tmp_path: Path) -> None:
+    events: queue.Queue[p.Message | Disconnected] = queue.Queue()
+    with serve("--model", "tiny", "--device", "cpu", log_dir=tmp_path) as running:
+        client = BridgeClient(running.url, on_event=events.put)
+        client.connect()
+        running.process.terminate()
+        while True:
+            event = events.get(timeout=60)
+            if isinstance(event, Disconnected):
+                break
+    assert "img2img-bridge serve" in event.reason
+    with pytest.raises(ClientError):
+        client.generate(job())
+
+
+def test_no_bridge_running_says_how_to_start_it() -> None:
+    with pytest.raises(ClientError) as caught:
+        BridgeClient(f"127.0.0.1:{free_port()}", timeout=5).connect()
+    assert caught.value.code is p.ErrorCode.CONNECTION
+    assert "start it with: img2img-bridge serve" in caught.value.message
+
+
+def test_sending_without_connecting_is_a_clear_error() -> None:
+    with pytest.raises(ClientError) as caught:
+        BridgeClient().generate(job())
+    assert "not connected" in caught.value.message
