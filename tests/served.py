@@ -53,7 +53,12 @@ def serve(*args: str, log_dir: Path, timeout: float = 120.0) -> Iterator[Served]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with log.open("w") as out:
         process = subprocess.Popen(
-            [server_python(), "-m", "bridge", "serve", "--port", str(port), *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+            [server_python(), "-m", "bridge", "serve", "--port", str(port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     served = Served(process, port, log)
     try:

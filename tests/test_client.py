@@ -85,7 +85,9 @@ def test_cancel_through_the_client(served: Served) -> None:
         request = job(128, 128, steps=100, strength=1.0, preview=p.PreviewSettings(every=0))
         outcome_box: list[JobOutcome] = []
         thread = threading.Thread(
-            target=lambda: outcome_box.append(client.run(request, lambda e: started.set() if isinstance(e, p.Progress) else None, timeout=60))
+            target=lambda: outcome_box.append(
+                client.run(request, lambda e: started.set() if isinstance(e, p.Progress) else None, timeout=60)
+            )
         )
         thread.start()
         assert started.wait(60)

@@ -7,6 +7,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -434,3 +435,21 @@ def test_client_explains_when_no_bridge_runs() -> None:
         BridgeClient(f"127.0.0.1:{free_port()}", timeout=5).connect()
     assert caught.value.code is p.ErrorCode.CONNECTION
     assert "img2img-bridge serve" in caught.value.message
+
+
+def test_a_model_that_fails_to_load_is_an_error_not_a_dead_server(model_cache: object, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    with running_bridge(ServerConfig(model="tiny", device="cpu")) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            client.load_model(str(broken))
+            state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
+            while state.status is p.ModelStatus.LOADING:
+                state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
+            assert state.status is p.ModelStatus.ERROR
+            assert "could not load" in state.message
+            outcome = client.run(request(photo(32, 32)), timeout=TIMEOUT)
+            assert outcome.error is not None and outcome.error.code is p.ErrorCode.NO_MODEL
+            assert server.health()["status"] == "error"

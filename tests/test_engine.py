@@ -1,0 +1,201 @@
+"""The engine in-process, with the tiny models (ordinary and 9-channel inpainting)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bridge import models
+from bridge import protocol as p
+from bridge.engine import Engine, EngineError, JobCancelled, PreviewFrame, render_preview
+from bridge.models import LoadedModel, ModelSpec
+from bridge.tiny_model import ensure_tiny_model
+
+
+class Hooks:
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.steps: list[tuple[int, int, int]] = []
+        self.frames: list[PreviewFrame] = []
+        self.cancel_after = cancel_after
+
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and len(self.steps) >= self.cancel_after
+
+    def progress(self, index: int, step: int, steps: int) -> None:
+        self.steps.append((index, step, steps))
+
+    def preview(self, frame: PreviewFrame) -> None:
+        self.frames.append(frame)
+
+
+@pytest.fixture(scope="module")
+def tiny(model_cache: Path) -> LoadedModel:
+    return models.load(models.resolve("tiny"), "cpu")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny: LoadedModel) -> Engine:
+    return Engine(tiny)
+
+
+@pytest.fixture(scope="module")
+def inpaint_engine(model_cache: Path) -> Iterator[Engine]:
+    folder = ensure_tiny_model(inpaint=True)
+    loaded = models.load(ModelSpec("tiny-inpaint", "folder", str(folder)), "cpu")
+    assert loaded.inpaint_unet and loaded.inpaint is not None
+    yield Engine(loaded)
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    return pixels
+
+
+def generate(pixels: np.ndarray, mask: np.ndarray | None = None, **fields: Any) -> p.Generate:
+    height, width = pixels.shape[:2]
+    settings: dict[str, Any] = {"prompt": "a castle", "steps": 4, "strength": 0.75, "seed": 1}
+    settings.update(fields)
+    mask_msg = None if mask is None else p.Mask(width, height, np.ascontiguousarray(mask).tobytes())
+    return p.Generate(job_id="j", image=p.Image(width, height, pixels.tobytes()), mask=mask_msg, **settings)
+
+
+def test_large_image_is_processed_at_working_size_and_scaled_back(engine: Engine) -> None:
+    pixels = noise_image(640, 320)
+    prepared = engine.prepare(generate(pixels))
+    ws = prepared.working
+    assert ws.width * ws.height <= 128 * 128 * 1.05
+    assert abs(ws.width / ws.height - 2.0) < 0.02
+    assert ws.padded_width % engine.multiple == 0 and ws.padded_height % engine.multiple == 0
+    (image,) = engine.run(generate(pixels), Hooks())
+    assert image.pixels.shape == (320, 640, 4)
+
+
+def test_mask_region_gets_context_and_result_covers_the_mask_box(engine: Engine) -> None:
+    pixels = noise_image(300, 200)
+    mask = np.zeros((200, 300), np.uint8)
+    mask[50:80, 100:160] = 255
+    prepared = engine.prepare(generate(pixels, mask))
+    assert (prepared.box.x, prepared.box.y, prepared.box.width, prepared.box.height) == (100, 50, 60, 30)
+    region = prepared.region
+    assert region.x < 100 and region.y < 50 and region.right > 160 and region.bottom > 80
+
+
+def test_empty_mask_is_refused_before_any_work(engine: Engine) -> None:
+    pixels = noise_image(32, 32)
+    with pytest.raises(p.ProtocolError) as caught:
+        engine.prepare(generate(pixels, np.zeros((32, 32), np.uint8)))
+    assert caught.value.field == "mask" and caught.value.job_id == "j"
+
+
+def test_cancel_stops_within_one_step(engine: Engine) -> None:
+    hooks = Hooks(cancel_after=2)
+    with pytest.raises(JobCancelled):
+        list(engine.run(generate(noise_image(64, 64), steps=20, strength=1.0), hooks))
+    assert len(hooks.steps) == 2
+
+
+def test_strength_decides_how_many_steps_run(engine: Engine) -> None:
+    hooks = Hooks()
+    list(engine.run(generate(noise_image(64, 64), steps=10, strength=0.3), hooks))
+    assert [s for _, s, _ in hooks.steps] == [1, 2, 3]
+    tiny_strength = Hooks()
+    list(engine.run(generate(noise_image(64, 64), steps=10, strength=0.01), tiny_strength))
+    assert len(tiny_strength.steps) == 1
+
+
+def test_prompt_is_encoded_once_per_text(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    original = engine.pipe.encode_prompt
+
+    def counting(prompt: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(prompt)
+        return original(prompt, *args, **kwargs)
+
+    monkeypatch.setattr(engine.pipe, "encode_prompt", counting)
+    pixels = noise_image(64, 64)
+    for _ in range(3):
+        list(engine.run(generate(pixels, prompt="a cached prompt", steps=1), Hooks()))
+    list(engine.run(generate(pixels, prompt="another prompt", steps=1), Hooks()))
+    assert calls == ["a cached prompt", "another prompt"]
+
+
+def test_previews_show_the_predicted_image_and_are_blended_through_the_mask(engine: Engine) -> None:
+    pixels = noise_image(96, 96)
+    mask = np.zeros((96, 96), np.uint8)
+    mask[20:60, 20:60] = 255
+    hooks = Hooks()
+    list(engine.run(generate(pixels, mask, steps=6, strength=1.0, preview=p.PreviewSettings(every=2)), hooks))
+    assert [f.step for f in hooks.frames] == [2, 4]
+    frame = hooks.frames[0]
+    settings = p.PreviewSettings(max_size=48)
+    image = render_preview(frame, settings)
+    assert max(image.width, image.height) <= 48
+    assert len(image.raw_rgba()) == image.width * image.height * 4
+
+
+@pytest.mark.parametrize("decoder", list(p.PreviewDecoder))
+def test_every_preview_decoder_works(engine: Engine, decoder: p.PreviewDecoder) -> None:
+    hooks = Hooks()
+    list(engine.run(generate(noise_image(64, 48), steps=3, strength=1.0, preview=p.PreviewSettings(decoder=decoder)), hooks))
+    assert hooks.frames and hooks.frames[0].rgb.ndim == 3
+
+
+def test_live_jobs_use_the_tiny_autoencoder(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[str] = []
+    tiny_vae = engine.model.tiny_vae
+    assert tiny_vae is not None
+    original = tiny_vae.decode
+    def decode(latents: Any) -> Any:
+        used.append("tiny")
+        return original(latents)
+
+    monkeypatch.setattr(tiny_vae, "decode", decode)
+    list(engine.run(generate(noise_image(64, 64), live=True, steps=2, strength=0.5, preview=p.PreviewSettings(every=0)), Hooks()))
+    assert used == ["tiny"]
+
+
+def test_out_of_memory_becomes_an_engine_error(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # no GPU here: the UNet raises the error CUDA would
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine.pipe, "unet", _Raising(engine.pipe.unet, exhausted))
+    with pytest.raises(EngineError) as caught:
+        list(engine.run(generate(noise_image(32, 32)), Hooks()))
+    assert caught.value.code is p.ErrorCode.OUT_OF_MEMORY
+    assert "smaller" in caught.value.message
+
+
+class _Raising:
+    def __init__(self, wrapped: Any, call: Any) -> None:
+        self.config = wrapped.config
+        self._call = call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+
+def test_inpainting_unet_keeps_outside_pixels(inpaint_engine: Engine) -> None:
+    pixels = noise_image(120, 90)
+    mask = np.zeros((90, 120), np.uint8)
+    mask[30:60, 40:80] = 255
+    mask[28:30, 40:80] = 100
+    (image,) = inpaint_engine.run(generate(pixels, mask, strength=1.0), Hooks())
+    box = image.rect
+    source = pixels[box.y : box.bottom, box.x : box.right]
+    inner_mask = mask[box.y : box.bottom, box.x : box.right]
+    assert np.array_equal(image.pixels[inner_mask == 0], source[inner_mask == 0])
+    assert not np.array_equal(image.pixels[inner_mask == 255], source[inner_mask == 255])
+
+
+def test_inpainting_unet_without_mask_transforms_everything(inpaint_engine: Engine) -> None:
+    pixels = noise_image(64, 64)
+    (image,) = inpaint_engine.run(generate(pixels), Hooks())
+    assert image.pixels.shape == pixels.shape
+    assert np.array_equal(image.pixels[..., 3], pixels[..., 3])
