@@ -265,6 +265,8 @@ class BridgeClient:
                     event = p.decode_server_message(frame)
                 except p.ProtocolError as exc:
                     event = p.Error(code=exc.code, message=f"unreadable message from the bridge: {exc.message}")
+                except Exception as exc:  # an unreadable frame must not end the connection
+                    event = p.Error(code=p.ErrorCode.BAD_MESSAGE, message=f"unreadable message from the bridge: {exc}")
                 self._dispatch(event)
         except Exception as exc:
             if not self._closing:

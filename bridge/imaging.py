@@ -21,15 +21,17 @@ def decode_rgba(image: p.Image) -> np.ndarray:
         return np.frombuffer(data, dtype=np.uint8).reshape(image.height, image.width, 4)
     try:
         with PILImage.open(io.BytesIO(image.data)) as pil:
-            rgba = np.asarray(pil.convert("RGBA"))
+            size = pil.size
+            # compare sizes before decoding, so a small message cannot unpack into a huge image
+            rgba = np.asarray(pil.convert("RGBA")) if size == (image.width, image.height) else None
     except Exception as exc:
         raise p.ProtocolError(
             p.ErrorCode.INVALID_FIELD, f"image.data is not a readable {image.encoding.value}: {exc}", field="image.data"
         ) from exc
-    if rgba.shape[:2] != (image.height, image.width):
+    if rgba is None:
         raise p.ProtocolError(
             p.ErrorCode.SIZE_MISMATCH,
-            f"image.data decodes to {rgba.shape[1]}x{rgba.shape[0]} but the message says {image.width}x{image.height}",
+            f"image.data decodes to {size[0]}x{size[1]} but the message says {image.width}x{image.height}",
             field="image.data",
         )
     return rgba

@@ -41,6 +41,8 @@ class ModelSpec:
 
 def resolve(name: str, catalog: list[ModelSpec] | None = None) -> ModelSpec:
     """Turn what the user typed (``tiny``, a repo id, a folder, a checkpoint file) into a spec."""
+    if not name.strip():
+        raise ModelError(p.ErrorCode.UNKNOWN_MODEL, "no model name was given")
     for spec in catalog or []:
         if spec.name == name:
             return spec
@@ -226,12 +228,17 @@ def _load_single_file(path: Path, dtype: Any) -> Any:
 
 
 def _is_sdxl_checkpoint(path: Path) -> bool:
-    if path.suffix.lower() != ".safetensors":
-        return False
-    from safetensors import safe_open
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as fh:
-        return _SDXL_KEY in set(fh.keys())
+        with safe_open(str(path), framework="pt") as fh:
+            return _SDXL_KEY in set(fh.keys())
+    import torch
+
+    # memory-mapped: only the keys are read, not gigabytes of weights
+    checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
+    return _SDXL_KEY in state
 
 
 def _bridge_meta(location: str) -> dict[str, Any]:

@@ -609,6 +609,8 @@ class Result(Message):
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Result:
         timings = _map(obj.get("timings", {}), "timings")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in timings.values()):
+            raise _invalid(None, "timings", "a map of numbers")
         return cls(
             job_id=_str(obj, "job_id", None),
             index=_int(obj, "index", None),
@@ -846,8 +848,8 @@ def _enum_list(obj: dict[str, Any], key: str, enum: Any, default: tuple[Any, ...
     values = obj.get(key)
     if values is None:
         return default
-    if not isinstance(values, (list, tuple)):
-        raise _invalid(None, key, "a list")
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise _invalid(None, key, "a list of strings")
     # unknown values are skipped so that newer peers can offer more
     known = {m.value: m for m in enum}
     return tuple(known[v] for v in values if v in known)
@@ -856,7 +858,9 @@ def _enum_list(obj: dict[str, Any], key: str, enum: Any, default: tuple[Any, ...
 def _check_size(width: int, height: int, limits: Limits, name: str) -> None:
     if width <= 0 or height <= 0:
         raise ProtocolError(
-            ErrorCode.INVALID_FIELD, f"{name} is {width}x{height}; both sides must be at least 1 pixel", field=f"{name}.width"
+            ErrorCode.INVALID_FIELD,
+            f"{name} is {width}x{height}; both sides must be at least 1 pixel",
+            field=f"{name}.width" if width <= 0 else f"{name}.height",
         )
     if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
         raise ProtocolError(

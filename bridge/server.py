@@ -443,6 +443,9 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
                 conn.send(p.Error.from_exception(exc))
             except ModelError as exc:
                 conn.send(p.Error(code=exc.code, message=exc.message))
+            except Exception as exc:  # a bug of ours must cost one message, not the connection
+                log.exception("message from %s failed", conn.name)
+                conn.send(p.Error(code=p.ErrorCode.INTERNAL, message=f"the bridge failed on this message: {exc.__class__.__name__}: {exc}"))
     finally:
         bridge.disconnect(conn)
         await sender

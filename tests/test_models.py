@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bridge import protocol as p
+from bridge.engine import Engine, GeneratedImage, PreviewFrame
+from bridge.models import LoadedModel, ModelError, ModelSpec, load, resolve, scan_models_dir
+from bridge.regions import Rect
+from bridge.tiny_model import TINY_RESOLUTION, ensure_tiny_model
+from tests.checkpoints import write_single_file
+
+COMPONENT_WEIGHTS = {
+    "unet": "unet/diffusion_pytorch_model.safetensors",
+    "vae": "vae/diffusion_pytorch_model.safetensors",
+    "text_encoder": "text_encoder/model.safetensors",
+}
+
+
+class RecordingHooks:
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int, int]] = []
+        self.previews: list[PreviewFrame] = []
+
+    def cancelled(self) -> bool:
+        return False
+
+    def progress(self, index: int, step: int, steps: int) -> None:
+        self.steps.append((index, step, steps))
+
+    def preview(self, frame: PreviewFrame) -> None:
+        self.previews.append(frame)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(model_cache: Path) -> Path:
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_folder: Path) -> LoadedModel:
+    return load(resolve("tiny"), "cpu")
+
+
+@pytest.fixture(scope="module")
+def single_file(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    checkpoint = tmp_path_factory.mktemp("checkpoints") / "my-finetune.safetensors"
+    write_single_file(tiny_folder, checkpoint)
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def single_file_model(single_file: Path) -> LoadedModel:
+    return load(resolve(str(single_file)), "cpu")
+
+
+def generate_request() -> p.Generate:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(48, 64, 4), dtype=np.uint8)
+    return p.Generate(
+        job_id="job-1",
+        image=p.Image(64, 48, pixels.tobytes()),
+        prompt="a red barn",
+        strength=0.75,
+        steps=4,
+        guidance=2.0,
+        seed=7,
+        preview=p.PreviewSettings(every=1, decoder=p.PreviewDecoder.APPROX),
+    )
+
+
+def run_engine(model: LoadedModel) -> tuple[list[GeneratedImage], RecordingHooks]:
+    hooks = RecordingHooks()
+    return list(Engine(model).run(generate_request(), hooks)), hooks
+
+
+def assert_same_weights(model: LoadedModel, folder: Path) -> None:
+    for component, weights in COMPONENT_WEIGHTS.items():
+        expected = load_file(str(folder / weights))
+        loaded = getattr(model.img2img, component).state_dict()
+        assert set(expected) <= set(loaded), component
+        for key, tensor in expected.items():
+            assert not loaded[key].is_meta, key
+            assert torch.equal(loaded[key], tensor), key
+
+
+def test_resolve_tiny() -> None:
+    spec = resolve("tiny")
+    assert spec == ModelSpec("tiny", "builtin", "tiny")
+    assert spec.info == p.ModelInfo("tiny", "builtin", test_model=True)
+
+
+def test_resolve_a_hub_repo_id() -> None:
+    spec = resolve("stabilityai/sd-turbo")
+    assert spec == ModelSpec("stabilityai/sd-turbo", "hub", "stabilityai/sd-turbo")
+    assert not spec.info.test_model
+
+
+def test_resolve_a_diffusers_folder(tiny_folder: Path) -> None:
+    assert resolve(str(tiny_folder)) == ModelSpec(str(tiny_folder), "folder", str(tiny_folder))
+
+
+def test_resolve_a_folder_without_model_index_fails(tmp_path: Path) -> None:
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(ModelError) as info:
+        resolve(str(tmp_path))
+    assert info.value.code is p.ErrorCode.UNKNOWN_MODEL
+    assert "model_index.json" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["gone.safetensors", "gone.CKPT"])
+def test_resolve_a_missing_checkpoint_fails(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ModelError) as info:
+        resolve(str(tmp_path / name))
+    assert info.value.code is p.ErrorCode.UNKNOWN_MODEL
+    assert "does not exist" in info.value.message
+
+
+def test_resolve_a_checkpoint_file(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "dream.safetensors"
+    checkpoint.write_bytes(b"")
+    assert resolve(str(checkpoint)) == ModelSpec("dream.safetensors", "file", str(checkpoint))
+
+
+@pytest.mark.parametrize("name", ["nonsense", "a/b/c", "./relative/thing", "/abs/thing", "~/thing", "model.bin"])
+def test_resolve_garbage_names_fails_with_the_accepted_forms(name: str) -> None:
+    with pytest.raises(ModelError) as info:
+        resolve(name)
+    assert info.value.code is p.ErrorCode.UNKNOWN_MODEL
+    assert "repo id" in info.value.message and "'tiny'" in info.value.message
+
+
+def test_resolve_an_empty_name_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError) as info:
+        resolve("")
+    assert info.value.code is p.ErrorCode.UNKNOWN_MODEL
+
+
+def test_resolve_prefers_the_catalog() -> None:
+    listed = ModelSpec("checkpoints/sd15.safetensors", "file", "/models/checkpoints/sd15.safetensors")
+    assert resolve("checkpoints/sd15.safetensors", [listed]) is listed
+    assert resolve("tiny", [listed]).source == "builtin"
+
+
+def test_scan_models_dir_finds_checkpoints_and_diffusers_folders(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    for path in (
+        "checkpoints/sd15.safetensors",
+        "checkpoints/SDXL/juggernaut.CKPT",
+        "checkpoints/put_checkpoints_here",
+        "checkpoints/notes.txt",
+        "diffusers/my-model/unet/diffusion_pytorch_model.safetensors",
+        "diffusers/my-model/vae/diffusion_pytorch_model.safetensors",
+        "diffusers/my-model/text_encoder/model.safetensors",
+    ):
+        (models / path).parent.mkdir(parents=True, exist_ok=True)
+        (models / path).write_bytes(b"")
+    (models / "diffusers/my-model/model_index.json").write_text("{}", encoding="utf-8")
+    found = {(s.name, s.source, s.location) for s in scan_models_dir(models)}
+    assert found == {
+        ("checkpoints/sd15.safetensors", "file", str(models / "checkpoints/sd15.safetensors")),
+        ("checkpoints/SDXL/juggernaut.CKPT", "file", str(models / "checkpoints/SDXL/juggernaut.CKPT")),
+        ("diffusers/my-model", "folder", str(models / "diffusers/my-model")),
+    }
+
+
+def test_scan_models_dir_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
+    assert scan_models_dir(tmp_path / "nowhere") == []
+
+
+def test_load_the_tiny_model(tiny_model: LoadedModel) -> None:
+    assert tiny_model.family == "sd"
+    assert tiny_model.resolution == TINY_RESOLUTION == 128
+    assert tiny_model.test_model
+    assert tiny_model.tiny_vae is not None
+    assert (tiny_model.inpaint, tiny_model.inpaint_unet) == (None, False)
+    assert (tiny_model.device, tiny_model.dtype) == ("cpu", torch.float32)
+    assert tiny_model.state.test_model and tiny_model.state.status is p.ModelStatus.READY
+
+
+def test_load_reports_progress_up_to_ready(tiny_folder: Path) -> None:
+    reports: list[tuple[float, str]] = []
+    load(resolve("tiny"), "cpu", on_progress=lambda fraction, text: reports.append((fraction, text)))
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions)
+    assert reports[-1] == (1.0, "ready")
+
+
+def test_loading_a_hub_model_missing_from_the_cache_offline_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as info:
+        load(resolve("nobody-here/not-cached-model"), "cpu")
+    message = info.value.message
+    assert info.value.code is p.ErrorCode.MODEL_LOAD_FAILED
+    assert "nobody-here/not-cached-model" in message
+    assert "Fix:" in message and "--model" in message and "online" in message
+
+
+def test_a_saved_diffusers_folder_loads_as_a_real_model(tiny_folder: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "saved-model"
+    shutil.copytree(tiny_folder, saved)
+    (saved / "img2img_bridge.json").unlink()
+    model = load(resolve(str(saved)), "cpu")
+    assert model.spec.source == "folder"
+    assert not model.test_model
+    assert model.resolution == 128
+    assert model.tiny_vae is not None
+    assert_same_weights(model, tiny_folder)
+
+
+def test_a_single_file_checkpoint_loads_with_its_config_folder(
+    single_file: Path, single_file_model: LoadedModel, tiny_folder: Path
+) -> None:
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    config = single_file.with_suffix("")
+    assert (config / "model_index.json").is_file()
+    assert not list(config.rglob("*.safetensors")), "the weights must come from the checkpoint"
+    assert single_file_model.spec == ModelSpec(single_file.name, "file", str(single_file))
+    assert type(single_file_model.img2img) is StableDiffusionImg2ImgPipeline
+    assert (single_file_model.family, single_file_model.resolution, single_file_model.test_model) == ("sd", 128, False)
+    assert_same_weights(single_file_model, tiny_folder)
+
+
+def test_a_single_file_checkpoint_generates_what_its_diffusers_folder_does(single_file_model: LoadedModel, tiny_model: LoadedModel) -> None:
+    results, hooks = run_engine(single_file_model)
+    assert len(results) == 1
+    result = results[0]
+    assert result.pixels.shape == (48, 64, 4) and result.pixels.dtype == np.uint8
+    assert result.rect == Rect(0, 0, 64, 48)
+    assert hooks.steps == [(0, 1, 3), (0, 2, 3), (0, 3, 3)]
+    assert [frame.step for frame in hooks.previews] == [1, 2]
+    reference, _ = run_engine(tiny_model)
+    assert np.array_equal(result.pixels, reference[0].pixels)
+
+
+def test_a_checkpoint_without_its_config_folder_fails_offline_naming_the_folder(tiny_folder: Path, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "lonely.safetensors"
+    write_single_file(tiny_folder, checkpoint)
+    shutil.rmtree(checkpoint.with_suffix(""))
+    with pytest.raises(ModelError) as info:
+        load(resolve(str(checkpoint)), "cpu")
+    assert info.value.code is p.ErrorCode.MODEL_LOAD_FAILED
+    assert "lonely.safetensors" in info.value.message
+    assert "a diffusers folder named lonely beside the file" in info.value.message
+
+
+def test_a_corrupt_checkpoint_is_a_load_failure(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "broken.safetensors"
+    checkpoint.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError) as info:
+        load(resolve(str(checkpoint)), "cpu")
+    assert info.value.code is p.ErrorCode.MODEL_LOAD_FAILED
+    assert "broken.safetensors" in info.value.message
