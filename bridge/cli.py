@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--allow-origin", action="append", default=[], help="a browser Origin allowed to connect (default: none)")
     serve.add_argument("--max-pixels", type=int, default=p.Limits().max_pixels, help="largest image accepted, in pixels")
     serve.add_argument("--max-side", type=int, default=p.Limits().max_side, help="largest image side accepted")
+    serve.add_argument("--cuda-graphs", action="store_true", help="capture the UNet in CUDA graphs for live jobs (faster live mode)")
+    serve.add_argument("--live-size", type=int, default=512, help="canvas size warmed up for live jobs with --cuda-graphs")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
     run = commands.add_parser("run", help="send an image to a running bridge and save the result")
@@ -86,7 +88,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     limits = p.Limits(max_pixels=args.max_pixels, max_side=args.max_side)
     config = ServerConfig(
-        model=model, device=device, token=args.token, limits=limits, catalog=catalog, allowed_origins=tuple(args.allow_origin)
+        model=model,
+        device=device,
+        token=args.token,
+        limits=limits,
+        catalog=catalog,
+        allowed_origins=tuple(args.allow_origin),
+        cuda_graphs=args.cuda_graphs,
+        live_size=args.live_size,
     )
     url = f"ws://{args.host}:{args.port}{p.WS_PATH}"
     print(f"img2img-bridge {__version__} on {url}  (health: http://{args.host}:{args.port}/health)", flush=True)

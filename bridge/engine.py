@@ -95,7 +95,7 @@ class _Prepared:
 class Engine:
     """Runs jobs on one loaded model; not thread-safe (the server calls it from one worker thread)."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, *, cuda_graphs: bool = False) -> None:
         import torch
 
         self.model = model
@@ -113,6 +113,33 @@ class Engine:
         self._upcast_vae = self.dtype == torch.float16 and bool(getattr(self.pipe.vae.config, "force_upcast", False))
         if self._upcast_vae:
             self.pipe.vae.to(dtype=torch.float32)
+        self._pinned: dict[tuple[int, ...], Any] = {}
+        self._graphed: Any = None
+        if cuda_graphs and self.device.type == "cuda":
+            from .graphs import GraphedUNet
+
+            self._graphed = GraphedUNet(self.pipe.unet)
+
+    def warm_up(self, size: int) -> None:
+        """Run one live frame of ``size``² so the first real one is fast (and its CUDA graph is captured)."""
+
+        class _Quiet:
+            def cancelled(self) -> bool:
+                return False
+
+            def progress(self, index: int, step: int, steps: int) -> None:
+                pass
+
+            def preview(self, frame: PreviewFrame) -> None:
+                pass
+
+        pixels = bytes(size * size * 4)
+        request = p.Generate(
+            job_id="warm-up", image=p.Image(size, size, pixels), prompt="", steps=2, strength=0.5, guidance=0.0, live=True,
+            preview=p.PreviewSettings(every=0),
+        )  # fmt: skip
+        for _ in self.run(request, _Quiet()):
+            pass
 
     def prepare(self, request: p.Generate) -> _Prepared:
         """Decode and check the inputs; raises ProtocolError before any GPU work."""
@@ -209,7 +236,10 @@ class Engine:
                 if masked_latents is not None and latent_mask is not None:
                     extra = torch.cat([latent_mask, masked_latents], dim=1)
                     model_in = torch.cat([model_in, torch.cat([extra] * 2) if do_cfg else extra], dim=1)
-                noise_pred = self.pipe.unet(model_in, t, encoder_hidden_states=embeds[0], added_cond_kwargs=added, return_dict=False)[0]
+                if request.live and self._graphed is not None:
+                    noise_pred = self._graphed(model_in, t, embeds[0], added)
+                else:
+                    noise_pred = self.pipe.unet(model_in, t, encoder_hidden_states=embeds[0], added_cond_kwargs=added, return_dict=False)[0]
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + request.guidance * (cond - uncond)
@@ -251,8 +281,23 @@ class Engine:
 
     def _to_tensor(self, rgb: np.ndarray) -> Any:
         torch = self.torch
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device)
+        host = torch.from_numpy(np.ascontiguousarray(rgb))
+        if self.device.type == "cuda":
+            staging = self._pinned_buffer(tuple(host.shape))
+            staging.copy_(host)
+            tensor = staging.to(self.device, non_blocking=True)
+        else:
+            tensor = host.to(self.device)
         return tensor.permute(2, 0, 1)[None].to(self.dtype).div_(127.5).sub_(1.0)
+
+    def _pinned_buffer(self, shape: tuple[int, ...]) -> Any:
+        """Page-locked host memory, reused per shape, for non-blocking copies to and from the GPU."""
+        buffer = self._pinned.get(shape)
+        if buffer is None:
+            if len(self._pinned) > 8:
+                self._pinned.clear()
+            buffer = self._pinned[shape] = self.torch.empty(shape, dtype=self.torch.uint8).pin_memory()
+        return buffer
 
     def _encode(self, pixels: Any, fast: bool) -> Any:
         tiny = self.model.tiny_vae
@@ -274,8 +319,13 @@ class Engine:
         return self._to_uint8(image)
 
     def _to_uint8(self, image: Any) -> np.ndarray:
-        out = ((image[0].float() + 1.0) * 127.5).clamp_(0, 255).round_().to(self.torch.uint8)
-        return out.permute(1, 2, 0).cpu().numpy()
+        out = ((image[0].float() + 1.0) * 127.5).clamp_(0, 255).round_().to(self.torch.uint8).permute(1, 2, 0)
+        if self.device.type != "cuda":
+            return np.asarray(out.cpu().numpy())
+        staging = self._pinned_buffer(tuple(out.shape))
+        staging.copy_(out, non_blocking=True)
+        self.torch.cuda.current_stream().synchronize()
+        return np.array(staging.numpy())  # a copy: the staging buffer is reused
 
     def _preview_frame(
         self,

@@ -39,6 +39,9 @@ class ServerConfig:
     limits: p.Limits = field(default_factory=p.Limits)
     catalog: tuple[ModelSpec, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    #: capture the UNet in CUDA graphs for live jobs, warmed up at load for ``live_size``² frames
+    cuda_graphs: bool = False
+    live_size: int = 512
 
 
 def is_loopback(host: str) -> bool:
@@ -220,7 +223,10 @@ class Bridge:
             self.engine = None
             self.loaded = None
             loaded = load(spec, self.config.device, progress)
-            engine = Engine(loaded)
+            engine = Engine(loaded, cuda_graphs=self.config.cuda_graphs)
+            if self.config.cuda_graphs and loaded.device == "cuda":
+                progress(0.9, f"capturing CUDA graphs for {self.config.live_size}² live frames")
+                engine.warm_up(self.config.live_size)
         except ModelError as exc:
             status = p.ModelStatus.NO_MODEL if spec.source == "hub" else p.ModelStatus.ERROR
             self._call_soon(self._set_state, p.ModelState(name=spec.name, status=status, message=exc.message))

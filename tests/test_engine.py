@@ -151,6 +151,7 @@ def test_live_jobs_use_the_tiny_autoencoder(engine: Engine, monkeypatch: pytest.
     tiny_vae = engine.model.tiny_vae
     assert tiny_vae is not None
     original = tiny_vae.decode
+
     def decode(latents: Any) -> Any:
         used.append("tiny")
         return original(latents)
@@ -199,3 +200,12 @@ def test_inpainting_unet_without_mask_transforms_everything(inpaint_engine: Engi
     (image,) = inpaint_engine.run(generate(pixels), Hooks())
     assert image.pixels.shape == pixels.shape
     assert np.array_equal(image.pixels[..., 3], pixels[..., 3])
+
+
+def test_warm_up_runs_a_live_frame_and_fills_the_prompt_cache(engine: Engine) -> None:
+    engine.warm_up(64)
+    assert ("", "", False) in engine._prompts
+
+
+def test_cuda_graphs_are_only_used_on_cuda(tiny: LoadedModel) -> None:
+    assert Engine(tiny, cuda_graphs=True)._graphed is None
