@@ -1,0 +1,836 @@
+"""Debian trixie chroot with real GIMP 3 and Krita 5 for end-to-end tests.
+
+The chroot is built once with ``debootstrap`` + ``apt-get``, packed into a
+zstd tarball in a cache directory outside the repository and unpacked next to
+it.  Later sessions reuse the unpacked tree, or restore it from the tarball.
+
+Everything here needs root (``chroot``, ``mount``); :func:`skip_reason` tells
+why the harness cannot run on this machine.  See ``docs/e2e.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+SUITE = "trixie"
+# Packages installed (with --no-install-recommends) on top of minbase.
+# Deliberately absent: python3-websockets, python3-msgpack,
+# python3-pyqt5.qtwebsockets -- the plug-ins must work without them.
+PACKAGES: tuple[str, ...] = (
+    "gimp",
+    "python3",
+    "krita",
+    "python3-pyqt5",
+    "xvfb",
+    "xauth",
+)
+# Bump when the build steps change so that old caches are not reused.
+RECIPE_VERSION = 1
+
+CACHE_ENV = "IMG2IMG_E2E_CACHE"
+MIRROR_ENV = "IMG2IMG_E2E_MIRROR"  # optional Debian mirror URL for debootstrap
+DEFAULT_CACHE = Path("/var/cache/img2img-bridge-e2e")
+
+CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+READY_MARKER = ".img2img-e2e-ready"
+_STATE_DIR = ".img2img-e2e"  # mount bookkeeping inside the chroot (not packed)
+
+GIMP_CONSOLE = "gimp-console-3.0"
+GIMP_PLUGIN_DIR = ".config/GIMP/3.0/plug-ins"  # relative to HOME
+PYKRITA_DIR = ".local/share/krita/pykrita"  # relative to HOME
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here, not after fork
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL the child when we die (PR_SET_PDEATHSIG).
+
+    Otherwise a tar or apt-get orphaned by a killed pytest keeps writing into
+    a directory that the next run is about to remove.
+    """
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _log(msg: str) -> None:
+    print(f"[e2e-chroot] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# cache location and key
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+
+
+def cache_key() -> str:
+    spec = {
+        "suite": SUITE,
+        "variant": "minbase",
+        "packages": sorted(PACKAGES),
+        "recipe": RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def chroot_dir() -> Path:
+    """Where the ready (unpacked) chroot lives."""
+    return cache_dir() / f"root-{SUITE}-{cache_key()}"
+
+
+def tarball_path() -> Path:
+    return cache_dir() / f"{SUITE}-{cache_key()}.tar.zst"
+
+
+def _is_ready(root: Path) -> bool:
+    try:
+        return (root / READY_MARKER).read_text().strip() == cache_key()
+    except OSError:
+        return False
+
+
+def host_path(root: Path, inside: str) -> Path:
+    """Host path of the absolute path ``inside`` of the chroot."""
+    if not inside.startswith("/"):
+        raise ValueError(f"not an absolute chroot path: {inside!r}")
+    return root / inside.lstrip("/")
+
+
+# --------------------------------------------------------------------------
+# skip logic
+
+
+def skip_reason() -> str | None:
+    """Why the e2e harness cannot run here, or None when it can."""
+    if not sys.platform.startswith("linux"):
+        return "e2e chroot needs Linux"
+    if os.geteuid() != 0:
+        return "e2e chroot needs root (chroot, mount)"
+    for tool in ("chroot", "mount", "umount", "tar"):
+        if shutil.which(tool) is None:
+            return f"e2e chroot needs {tool!r} on the host"
+    if _is_ready(chroot_dir()):
+        return None
+    if shutil.which("zstd") is None:
+        return "e2e chroot needs zstd on the host (cache tarball)"
+    if tarball_path().is_file():
+        return None
+    if shutil.which("debootstrap") is None:
+        return f"no debootstrap on the host and no cached chroot in {cache_dir()}"
+    return None
+
+
+# --------------------------------------------------------------------------
+# locking and safe removal
+
+
+@contextlib.contextmanager
+def _flock(path: Path, what: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log(f"waiting for {what} lock {path} (held by another process)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _unescape_mountinfo(field: str) -> str:
+    for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(esc, ch)
+    return field
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root``, deepest first."""
+    base = os.path.realpath(root)
+    found: list[str] = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            mp = _unescape_mountinfo(line.split()[4])
+            if mp == base or mp.startswith(base.rstrip("/") + "/"):
+                found.append(mp)
+    # unmount children before parents; later (stacked) mounts first
+    order = sorted(enumerate(found), key=lambda t: (t[1].count("/"), t[0]), reverse=True)
+    return [mp for _, mp in order]
+
+
+def _umount_all(root: Path) -> None:
+    for _ in range(8):
+        mps = mounts_under(root)
+        if not mps:
+            return
+        for mp in mps:
+            if subprocess.run(["umount", mp], check=False, capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", mp], check=False, capture_output=True)
+    left = mounts_under(root)
+    if left:
+        raise RuntimeError(f"cannot unmount {left}")
+
+
+def safe_rmtree(path: Path) -> None:
+    """rm -rf that never descends into a mount (e.g. a bound host /dev)."""
+    if not path.exists():
+        return
+    _kill_processes_in(path)
+    _umount_all(path)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True)
+
+
+def _kill_processes_in(root: Path) -> None:
+    """SIGKILL every process whose root directory is ``root``."""
+    target = os.path.realpath(root)
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/root") == target:
+                os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            continue
+
+
+# --------------------------------------------------------------------------
+# mounts
+
+
+_mount_guard = threading.Lock()
+_mount_depth: dict[str, int] = {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_users(users: Path) -> list[int]:
+    live: list[int] = []
+    for f in users.glob("*"):
+        try:
+            pid = int(f.name)
+        except ValueError:
+            continue
+        if pid != os.getpid() and _pid_alive(pid):
+            live.append(pid)
+        elif pid != os.getpid():
+            f.unlink(missing_ok=True)
+    return live
+
+
+def _mount(*args: str) -> None:
+    proc = subprocess.run(["mount", *args], check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mount {' '.join(args)} failed: {proc.stderr.strip()}")
+
+
+def _do_mount(root: Path) -> None:
+    (root / "tmp").mkdir(exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    _mount("-t", "proc", "proc", str(root / "proc"))
+    # Private right away, so nothing mounted/unmounted below propagates
+    # back to the host's /dev on hosts with shared mount propagation.
+    _mount("--bind", "/dev", str(root / "dev"))
+    _mount("--make-private", str(root / "dev"))
+    _mount("--bind", "/dev/pts", str(root / "dev/pts"))
+    _mount("--make-private", str(root / "dev/pts"))
+    # A fresh tmpfs rather than the host's /dev/shm (POSIX shm for Qt/X).
+    _mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "shm", str(root / "dev/shm"))
+
+
+@contextlib.contextmanager
+def mounted(root: Path) -> Iterator[Path]:
+    """Mount /proc, /dev, /dev/pts and a /dev/shm tmpfs into ``root``.
+
+    Re-entrant within a process (only the outermost level mounts) and shared
+    between processes: a per-chroot registry of user pids decides who mounts
+    and who unmounts.  Mounts left by a killed run (no live user) are
+    removed before mounting again.  Always unmounts on exit, including on
+    KeyboardInterrupt.
+    """
+    root = Path(os.path.realpath(root))
+    key = str(root)
+    state = root / _STATE_DIR
+    users = state / "users"
+    me = users / str(os.getpid())
+    with _mount_guard:
+        depth = _mount_depth.get(key, 0)
+        if depth == 0:
+            users.mkdir(parents=True, exist_ok=True)
+            with _flock(state / "mount.lock", "mount"):
+                if not _live_users(users):
+                    # leftovers of a killed run: its processes, its mounts
+                    _kill_processes_in(root)
+                    _umount_all(root)
+                    try:
+                        _do_mount(root)
+                    except BaseException:
+                        _umount_all(root)
+                        raise
+                me.touch()
+        _mount_depth[key] = depth + 1
+    try:
+        yield root
+    finally:
+        with _mount_guard:
+            depth = _mount_depth[key] - 1
+            _mount_depth[key] = depth
+            if depth == 0:
+                del _mount_depth[key]
+                with _flock(state / "mount.lock", "mount"):
+                    me.unlink(missing_ok=True)
+                    if not _live_users(users):
+                        _kill_processes_in(root)
+                        _umount_all(root)
+
+
+# --------------------------------------------------------------------------
+# running things
+
+
+class ChrootResult(subprocess.CompletedProcess[str]):
+    """A CompletedProcess that also says whether it was killed on timeout."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        returncode: int,
+        stdout: str,
+        stderr: str,
+        timed_out: bool,
+    ) -> None:
+        super().__init__(list(args), returncode, stdout, stderr)
+        self.timed_out = timed_out
+
+    def describe(self) -> str:
+        """Exit status plus output, for assertion messages."""
+        return (
+            f"argv={self.args!r} rc={self.returncode} timed_out={self.timed_out}\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; make sure the rest of the group is too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+
+
+def _spawn(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    done_file: Path | None = None,
+    grace: float = 20.0,
+) -> ChrootResult:
+    """Run ``cmd`` in its own process group, output going to temp files.
+
+    Temp files (not pipes) so that a stray grandchild holding stdout open
+    cannot hang us.  With ``done_file``, once that file appears the process
+    gets ``grace`` seconds to exit by itself before it is killed.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                try:
+                    proc.wait(timeout=min(left, 0.2) if done_file else left)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if done_file is not None and done_file.exists():
+                    deadline = min(deadline, time.monotonic() + grace)
+                    done_file = None
+        finally:
+            # also on KeyboardInterrupt; harmless when already exited
+            _kill_group(proc)
+        rc = proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return ChrootResult(
+            cmd,
+            rc,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+            timed_out,
+        )
+
+
+def ensure_home(root: Path, home: str) -> Path:
+    """Create ``home`` (a chroot path), its XDG_RUNTIME_DIR and TMPDIR.
+
+    Returns the host path of ``home``.
+    """
+    h = host_path(root, home)
+    h.mkdir(parents=True, exist_ok=True)
+    for sub in (".xdg-runtime", ".tmp"):
+        (h / sub).mkdir(mode=0o700, exist_ok=True)
+        os.chmod(h / sub, 0o700)
+    return h
+
+
+def base_env(home: str) -> dict[str, str]:
+    """The clean environment every chroot command starts from."""
+    h = home.rstrip("/")
+    return {
+        "HOME": home,
+        "PATH": CHROOT_PATH,
+        "LANG": "C.UTF-8",
+        "XDG_RUNTIME_DIR": f"{h}/.xdg-runtime",
+        # GIMP/Qt/xvfb-run temp files stay in this HOME, not the shared /tmp
+        "TMPDIR": f"{h}/.tmp",
+    }
+
+
+def run_in_chroot(
+    root: Path,
+    argv: Sequence[str],
+    *,
+    home: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float,
+    cwd: str | None = None,
+    done_file: str | None = None,
+    grace: float = 20.0,
+) -> ChrootResult:
+    """Run ``argv`` inside the chroot with a clean environment.
+
+    The environment is :func:`base_env` (HOME, PATH, LANG=C.UTF-8,
+    XDG_RUNTIME_DIR, TMPDIR) updated with ``env``.
+    ``home`` and ``cwd`` (default: ``home``) are chroot paths.  On timeout the
+    whole process group is killed and ``timed_out`` is set on the result.
+    With ``done_file`` (chroot path), once that file exists the process gets
+    ``grace`` more seconds to exit by itself before it is killed.
+    """
+    ensure_home(root, home)
+    full_env = base_env(home)
+    full_env.update(env or {})
+    for k in full_env:
+        if not k or "=" in k:
+            raise ValueError(f"bad environment variable name {k!r}")
+    cmd = [
+        "chroot",
+        str(root),
+        "/usr/bin/env",
+        "-i",
+        f"--chdir={cwd or home}",
+        *(f"{k}={v}" for k, v in full_env.items()),
+        *argv,
+    ]
+    done = host_path(root, done_file) if done_file else None
+    with mounted(root):
+        return _spawn(cmd, timeout=timeout, done_file=done, grace=grace)
+
+
+def gimp_batch(
+    root: Path,
+    script: str,
+    *,
+    home: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> ChrootResult:
+    """Run the Python file ``script`` (chroot path) in headless GIMP.
+
+    The script runs in python-fu-eval's globals (Gimp, Gegl, Babl, GLib, Gio,
+    GObject in scope).  An uncaught exception makes GIMP exit non-zero (64)
+    with the traceback (with the script's file name) on stderr.
+    """
+    code = f"exec(compile(open({script!r}).read(), {script!r}, 'exec'))"
+    argv = [
+        GIMP_CONSOLE,
+        "-i",
+        "--batch-interpreter",
+        "python-fu-eval",
+        "-b",
+        code,
+        "--quit",
+    ]
+    return run_in_chroot(root, argv, home=home, env=env, timeout=timeout)
+
+
+# Krita's ``krita`` package does ``import excepthook; excepthook.install()``,
+# whose hook shows a *modal dialog* for every uncaught Python exception (in a
+# slot, in Extension.setup(), ...) and prints nothing: a headless run just
+# hangs.  This sitecustomize (found via PYTHONPATH) pre-registers a stand-in
+# ``excepthook`` module that prints the traceback to stderr and appends it to
+# $E2E_PY_ERRORS instead.
+_KRITA_HOOK = """\
+import os, sys, traceback, types
+
+
+def on_error(exc_type, exc, tb):
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write("E2E-PYTHON-ERROR\\n" + text)
+    sys.stderr.flush()
+    path = os.environ.get("E2E_PY_ERRORS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(text + "\\n")
+
+
+def show_current_error(title=None):
+    on_error(*sys.exc_info())
+
+
+_mod = types.ModuleType("excepthook")
+_mod.on_error = on_error
+_mod.show_current_error = show_current_error
+_mod.install = lambda: setattr(sys, "excepthook", on_error)
+_mod.uninstall = lambda: setattr(sys, "excepthook", sys.__excepthook__)
+sys.modules["excepthook"] = _mod
+"""
+KRITA_HOOK_DIR = ".e2e-krita-hook"  # relative to HOME
+KRITA_ERRORS = ".e2e-python-errors.log"  # relative to HOME
+
+
+def krita_gui(
+    root: Path,
+    *,
+    home: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 180.0,
+    done_file: str | None = None,
+    grace: float = 20.0,
+) -> ChrootResult:
+    """Run the Krita GUI under Xvfb until it quits (or is killed on timeout).
+
+    Krita's exit code is not a verdict: have a pykrita extension write a
+    result file and quit.  With ``done_file`` (chroot path), Krita gets
+    ``grace`` seconds after that file appears before it is killed.
+    Uncaught Python exceptions are printed to stderr (after a line
+    ``E2E-PYTHON-ERROR``) and collected for :func:`krita_python_errors`,
+    instead of Krita's blocking error dialog.
+    """
+    h = ensure_home(root, home)
+    hook = h / KRITA_HOOK_DIR
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(_KRITA_HOOK)
+    (h / KRITA_ERRORS).unlink(missing_ok=True)
+    full_env = {
+        "PYTHONPATH": f"{home.rstrip('/')}/{KRITA_HOOK_DIR}",
+        "E2E_PY_ERRORS": f"{home.rstrip('/')}/{KRITA_ERRORS}",
+    }
+    full_env.update(env or {})
+    argv = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"]
+    return run_in_chroot(
+        root,
+        argv,
+        home=home,
+        env=full_env,
+        timeout=timeout,
+        done_file=done_file,
+        grace=grace,
+    )
+
+
+def krita_python_errors(root: Path, home: str) -> str:
+    """Tracebacks of uncaught Python exceptions in the last :func:`krita_gui`."""
+    try:
+        return (host_path(root, home) / KRITA_ERRORS).read_text()
+    except FileNotFoundError:
+        return ""
+
+
+# --------------------------------------------------------------------------
+# installing plug-ins into a chroot HOME
+
+
+def install_gimp_plugin(root: Path, *, home: str, name: str, source: Path) -> str:
+    """Install the Python file ``source`` as GIMP plug-in ``name``.
+
+    GIMP 3 wants ``~/.config/GIMP/3.0/plug-ins/NAME/NAME.py``, executable.
+    Returns the chroot path of the installed file.
+    """
+    dest_dir = ensure_home(root, home) / GIMP_PLUGIN_DIR / name
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{name}.py"
+    shutil.copyfile(source, dest)
+    dest.chmod(0o755)
+    return f"{home.rstrip('/')}/{GIMP_PLUGIN_DIR}/{name}/{name}.py"
+
+
+def install_pykrita_plugin(
+    root: Path,
+    *,
+    home: str,
+    name: str,
+    package: Path,
+    title: str | None = None,
+) -> None:
+    """Install the package directory ``package`` as pykrita plug-in ``name``.
+
+    Writes ``NAME.desktop`` + ``NAME/`` under ``~/.local/share/krita/pykrita``
+    and sets ``enable_NAME=true`` in the ``[python]`` group of ``~/.config/kritarc``.
+    """
+    h = ensure_home(root, home)
+    pyk = h / PYKRITA_DIR
+    pyk.mkdir(parents=True, exist_ok=True)
+    dest = pyk / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(package, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    (pyk / f"{name}.desktop").write_text(
+        "[Desktop Entry]\n"
+        "Type=Service\n"
+        "ServiceTypes=Krita/PythonPlugin\n"
+        f"X-KDE-Library={name}\n"
+        "X-Python-2-Compatible=false\n"
+        f"Name={title or name}\n"
+        f"Comment={title or name} (e2e)\n"
+    )
+    _kritarc_set(h / ".config/kritarc", "python", f"enable_{name}", "true")
+
+
+def _kritarc_set(path: Path, group: str, key: str, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = path.read_text().splitlines() if path.exists() else []
+    header = f"[{group}]"
+    if header not in lines:
+        lines += ([""] if lines else []) + [header, f"{key}={value}"]
+    else:
+        start = lines.index(header) + 1
+        end = next(
+            (i for i in range(start, len(lines)) if lines[i].startswith("[")),
+            len(lines),
+        )
+        for i in range(start, end):
+            if lines[i].split("=", 1)[0].strip() == key:
+                lines[i] = f"{key}={value}"
+                break
+        else:
+            lines.insert(start, f"{key}={value}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------
+# building / restoring
+
+
+def _check(cmd: Sequence[str], what: str, log: Path, env: Mapping[str, str] | None = None) -> None:
+    with open(log, "ab") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n".encode())
+        fh.flush()
+        proc = subprocess.run(
+            cmd,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        raise RuntimeError(f"{what} failed (rc={proc.returncode}); log {log}:\n" + "\n".join(tail))
+
+
+def _chroot_sh(root: Path, script: str, what: str, log: Path) -> None:
+    env = {
+        "PATH": CHROOT_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": "/root",
+        "DEBIAN_FRONTEND": "noninteractive",
+    }
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy"):
+        if var in os.environ:
+            env[var] = os.environ[var]
+    cmd = [
+        "chroot",
+        str(root),
+        "/usr/bin/env",
+        "-i",
+        *(f"{k}={v}" for k, v in env.items()),
+        "sh",
+        "-ec",
+        script,
+    ]
+    _check(cmd, what, log)
+
+
+def _build(root: Path, log: Path) -> None:
+    t0 = time.monotonic()
+    cmd = ["debootstrap", "--variant=minbase", SUITE, str(root)]
+    mirror = os.environ.get(MIRROR_ENV)
+    if mirror:
+        cmd.append(mirror)
+    _log(f"debootstrap --variant=minbase {SUITE} (about 20-60 s; log: {log})")
+    _check(cmd, "debootstrap", log)
+    _log(f"debootstrap done in {time.monotonic() - t0:.0f} s")
+    if Path("/etc/resolv.conf").exists():
+        dest = root / "etc/resolv.conf"
+        if dest.is_symlink():  # never write through a link to a host path
+            dest.unlink()
+        shutil.copyfile("/etc/resolv.conf", dest)
+    # no daemons started by maintainer scripts; faster dpkg
+    rc = root / "usr/sbin/policy-rc.d"
+    rc.write_text("#!/bin/sh\nexit 101\n")
+    rc.chmod(0o755)
+    (root / "etc/dpkg/dpkg.cfg.d/e2e-unsafe-io").write_text("force-unsafe-io\n")
+    t1 = time.monotonic()
+    _log(f"apt-get install {' '.join(PACKAGES)} (about 40-90 s)")
+    with mounted(root):
+        _chroot_sh(
+            root,
+            "apt-get -q -o Acquire::Retries=3 update\n"
+            "apt-get -q -y -o Acquire::Retries=3 install --no-install-recommends " + " ".join(PACKAGES) + "\n"
+            "apt-get clean\n"
+            "rm -rf /var/lib/apt/lists/*\n"
+            # Krita's bundled pykrita plug-ins are not byte-compiled by the
+            # package; doing it now avoids SyntaxWarnings and writes at run time.
+            "python3 -m compileall -q /usr/share/krita/pykrita >/dev/null 2>&1 || true\n",
+            "apt-get install",
+            log,
+        )
+    (root / "etc/dpkg/dpkg.cfg.d/e2e-unsafe-io").unlink()
+    safe_rmtree(root / _STATE_DIR)
+    _log(f"packages installed in {time.monotonic() - t1:.0f} s")
+
+
+def _pack(root: Path, tarball: Path, log: Path) -> None:
+    t0 = time.monotonic()
+    _log(f"packing {tarball}")
+    tmp = tarball.with_name(tarball.name + ".part")
+    _check(
+        [
+            "tar",
+            "--numeric-owner",
+            "--one-file-system",
+            f"--exclude=./{_STATE_DIR}",
+            "-I",
+            "zstd -T0 -3 -q",
+            "-C",
+            str(root),
+            "-cf",
+            str(tmp),
+            ".",
+        ],
+        "packing the chroot",
+        log,
+    )
+    os.replace(tmp, tarball)
+    size = tarball.stat().st_size / 2**20
+    _log(f"packed {size:.0f} MiB in {time.monotonic() - t0:.0f} s")
+
+
+def _restore(tarball: Path, root: Path, log: Path) -> None:
+    t0 = time.monotonic()
+    _log(f"restoring chroot from {tarball}")
+    _check(
+        [
+            "tar",
+            "--numeric-owner",
+            "-I",
+            "zstd -d -q",
+            "-C",
+            str(root),
+            "-xf",
+            str(tarball),
+        ],
+        "restoring the chroot",
+        log,
+    )
+    _log(f"restored in {time.monotonic() - t0:.1f} s")
+
+
+def ensure_chroot() -> Path:
+    """Return a ready chroot: reuse, restore from the cache tarball, or build.
+
+    Building/restoring happens in a temporary directory that is renamed into
+    place only when complete, under a lock file, so concurrent callers wait
+    for each other and an interrupted run never leaves a chroot that looks
+    ready.
+    """
+    reason = skip_reason()
+    if reason:
+        raise RuntimeError(reason)
+    cache = cache_dir()
+    root = chroot_dir()
+    if _is_ready(root):
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    with _flock(cache / "build.lock", "chroot build"):
+        if _is_ready(root):
+            return root
+        # leftovers of interrupted runs (we hold the lock: nobody uses them)
+        for stale in [*cache.glob("tmp-*"), root]:
+            if stale.is_dir():
+                _log(f"removing stale {stale}")
+                safe_rmtree(stale)
+        for part in cache.glob("*.part"):
+            part.unlink()
+        log = cache / "build.log"
+        log.write_text("")
+        tarball = tarball_path()
+        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=cache))
+        os.chmod(tmp, 0o755)
+        t0 = time.monotonic()
+        try:
+            restored = False
+            if tarball.is_file():
+                try:
+                    _restore(tarball, tmp, log)
+                    restored = True
+                except RuntimeError as exc:
+                    _log(f"restore failed, rebuilding: {exc}")
+                    tarball.unlink()
+                    safe_rmtree(tmp)
+                    tmp.mkdir(mode=0o755)
+            if not restored:
+                _build(tmp, log)
+                _pack(tmp, tarball, log)
+            (tmp / READY_MARKER).write_text(cache_key() + "\n")
+            os.rename(tmp, root)
+        except BaseException:
+            safe_rmtree(tmp)
+            raise
+        _log(f"chroot ready at {root} after {time.monotonic() - t0:.0f} s")
+    return root
