@@ -209,3 +209,21 @@ def test_warm_up_runs_a_live_frame_and_fills_the_prompt_cache(engine: Engine) ->
 
 def test_cuda_graphs_are_only_used_on_cuda(tiny: LoadedModel) -> None:
     assert Engine(tiny, cuda_graphs=True)._graphed is None
+
+
+@pytest.mark.parametrize("guidance", [0.0, 5.0])
+def test_sdxl_family_with_and_without_guidance(tmp_path_factory: pytest.TempPathFactory, guidance: float) -> None:
+    from tests.tiny_sdxl import save_tiny_sdxl
+
+    folder = save_tiny_sdxl(tmp_path_factory.mktemp("sdxl"))
+    loaded = models.load(ModelSpec("tiny-sdxl", "folder", str(folder)), "cpu")
+    assert loaded.family == "sdxl"
+    pixels = noise_image(130, 100)
+    mask = np.zeros((100, 130), np.uint8)
+    mask[10:30, 20:50] = 255
+    mask[30:50, 60:90] = 255  # two blocks: their bounding box holds kept pixels too
+    (image,) = Engine(loaded).run(generate(pixels, mask, guidance=guidance, negative_prompt="blurry"), Hooks())
+    box = image.rect
+    inner = mask[box.y : box.bottom, box.x : box.right]
+    assert (inner == 0).any()
+    assert np.array_equal(image.pixels[inner == 0], pixels[box.y : box.bottom, box.x : box.right][inner == 0])
