@@ -1,0 +1,80 @@
+"""The interactive dialog: GIMP's procedure dialog plus a model list read from the bridge.
+
+Imported only for interactive runs: batch runs must not load GimpUi or Gtk.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .models import BridgeInfo, probe
+from .settings import linked_strength
+
+_gi: Any = importlib.import_module("gi")
+_gi.require_version("GimpUi", "3.0")
+_gi.require_version("Gtk", "3.0")
+GimpUi: Any = importlib.import_module("gi.repository.GimpUi")
+Gtk: Any = importlib.import_module("gi.repository.Gtk")
+
+TITLE = "Img2Img"
+FIELDS = ("prompt-frame", "negative-prompt-frame", "strength-preset", "strength", "steps", "random-seed", "seed", "bridge-url")
+
+
+def ask(procedure: Any, config: Any, plug_in_name: str) -> bool:
+    """Show the dialog; True when the user pressed OK (the values are then in ``config``)."""
+    GimpUi.init(plug_in_name)
+    info = probe(str(config.get_property("bridge-url") or ""), str(config.get_property("model") or ""))
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
+    for name, label in (("prompt", "_Prompt"), ("negative-prompt", "_Negative prompt")):
+        view = dialog.get_widget(name, Gtk.TextView.__gtype__)  # multi-line: prompts get long
+        view.set_wrap_mode(Gtk.WrapMode.WORD_CHAR)
+        dialog.get_label(f"{name}-label", label, False, True).set_mnemonic_widget(view)
+        dialog.fill_frame(f"{name}-frame", f"{name}-label", False, name)
+    strength = dialog.get_spin_scale("strength", 1.0)
+    strength.set_increments(0.01, 0.1)
+    strength.set_digits(2)
+    dialog.set_sensitive("seed", True, config, "random-seed", True)  # a seed only matters when not random
+    _link_strength(config)
+    dialog.fill(list(FIELDS))
+    dialog.get_content_area().pack_start(_model_row(config, info), False, False, 6)
+    dialog.show_all()
+    accepted = bool(dialog.run())
+    dialog.destroy()
+    return accepted
+
+
+def _link_strength(config: Any) -> None:
+    def changed(_config: Any, pspec: Any) -> None:
+        preset, strength = str(config.get_property("strength-preset")), float(config.get_property("strength"))
+        new_preset, new_strength = linked_strength(pspec.name, preset, strength)
+        if new_strength != strength:
+            config.set_property("strength", new_strength)
+        if new_preset != preset:
+            config.set_property("strength-preset", new_preset)
+
+    config.connect("notify::strength-preset", changed)
+    config.connect("notify::strength", changed)
+
+
+def _model_row(config: Any, info: BridgeInfo) -> Any:
+    combo = Gtk.ComboBoxText.new_with_entry()
+    for name in info.models:
+        combo.append_text(name)
+    combo.get_child().set_text(info.selected)
+    config.set_property("model", info.selected)
+    combo.connect("changed", lambda widget: config.set_property("model", widget.get_active_text() or ""))
+    combo.set_tooltip_text("The bridge's model to use; empty keeps the loaded one")
+    label = Gtk.Label.new_with_mnemonic("_Model")
+    label.set_mnemonic_widget(combo)
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    row.pack_start(label, False, False, 0)
+    row.pack_start(combo, True, True, 0)
+    status = Gtk.Label(label=info.status, xalign=0.0)
+    status.set_line_wrap(True)
+    status.set_max_width_chars(60)
+    box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
+    box.set_border_width(12)
+    box.pack_start(row, False, False, 0)
+    box.pack_start(status, False, False, 0)
+    return box

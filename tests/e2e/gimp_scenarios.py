@@ -1,0 +1,236 @@
+"""Scenarios for the GIMP plug-in, run inside headless GIMP (python-fu-eval) by tests/e2e/test_gimp.py.
+
+GIMP runs this file with ``Gimp``, ``Gegl``, ``GLib``, ``Gio`` and ``GObject`` in
+scope. Environment:
+
+- ``IMG2IMG_SCENARIOS``: comma-separated scenario names (default: all)
+- ``IMG2IMG_OUT``: a folder for ``results.json`` and the raw RGBA dumps
+- ``IMG2IMG_BRIDGE_URL``: a running bridge; ``IMG2IMG_DEAD_URL``: an address where nothing listens
+- ``IMG2IMG_BRIDGE_TRACE``: the plug-in's trace file (read back per scenario)
+
+Each scenario builds an image, runs ``plug-in-img2img-bridge`` non-interactively and
+records what GIMP holds afterwards; a scenario that raises records its traceback.
+Pixels are dumped as raw ``R'G'B'A u8`` (masks as ``Y u8``) so the test compares exact bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+# python-fu-eval runs this file with GIMP's modules in its globals
+Gimp: Any = globals()["Gimp"]
+Gegl: Any = globals()["Gegl"]
+
+PROCEDURE = "plug-in-img2img-bridge"
+PREVIEW_MARK = "img2img-bridge-preview"
+FROZEN_MARK = "img2img-bridge-frozen"
+
+OUT = Path(os.environ["IMG2IMG_OUT"])
+TRACE = Path(os.environ.get("IMG2IMG_BRIDGE_TRACE", "/dev/null"))
+
+
+def pattern(width: int, height: int, channels: int, salt: int) -> bytes:
+    return bytes(
+        value % 256
+        for y in range(height)
+        for x in range(width)
+        for value in ((x * 5 + salt), (y * 7 + 2 * salt), (x * y + 3 * salt), 200 + (x + y) % 56)[:channels]
+    )
+
+
+def add_layer(image: Any, name: str, rect: tuple[int, int, int, int], kind: Any, salt: int, fmt: str) -> Any:
+    x, y, width, height = rect
+    layer = Gimp.Layer.new(image, name, width, height, kind, 100.0, Gimp.LayerMode.NORMAL)
+    layer.set_offsets(x, y)
+    image.insert_layer(layer, None, 0)
+    channels = {"R'G'B' u8": 3, "R'G'B'A u8": 4, "Y' u8": 1, "Y'A u8": 2}[fmt]
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), fmt, pattern(width, height, channels, salt))
+    buffer.flush()
+    return layer
+
+
+def read(drawable: Any, fmt: str = "R'G'B'A u8") -> bytes:
+    rect = Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+
+def composite(image: Any) -> bytes:
+    copy = image.duplicate()
+    try:
+        return read(copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE))
+    finally:
+        copy.delete()
+
+
+def selection_mask(image: Any) -> bytes:
+    rect = Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height())
+    return bytes(image.get_selection().get_buffer().get(rect, 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
+
+
+class Record:
+    """What one scenario saw; dumps go to files beside results.json."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.data: dict[str, Any] = {"dumps": {}}
+
+    def dump(self, key: str, data: bytes, width: int, height: int) -> None:
+        path = OUT / f"{self.name}.{key}.raw"
+        path.write_bytes(data)
+        self.data["dumps"][key] = {"file": path.name, "width": width, "height": height}
+
+    def layer(self, key: str, layer: Any) -> None:
+        self.dump(key, read(layer), layer.get_width(), layer.get_height())
+
+
+def describe_layers(image: Any) -> list[dict[str, Any]]:
+    layers = []
+    for layer in image.get_layers():
+        _, x, y = layer.get_offsets()
+        layers.append(
+            {
+                "name": layer.get_name(),
+                "rect": [x, y, layer.get_width(), layer.get_height()],
+                "has_alpha": layer.has_alpha(),
+                "type": layer.type().value_nick,
+                "parasites": list(layer.get_parasite_list()),
+            }
+        )
+    return layers
+
+
+def run_plugin(record: Record, image: Any, layer: Any, **arguments: Any) -> None:
+    proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    if proc is None:
+        raise RuntimeError(f"{PROCEDURE} is not registered: the plug-in did not load")
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    defaults = {"prompt": "a red fox", "steps": 4, "random-seed": False, "seed": 1234, "strength-preset": "high"}
+    defaults["bridge-url"] = os.environ.get("IMG2IMG_BRIDGE_URL", "")
+    for name, value in {**defaults, **arguments}.items():
+        config.set_property(name, value)
+    trace_start = TRACE.stat().st_size if TRACE.exists() else 0
+    started = time.monotonic()
+    values = proc.run(config)
+    record.data["seconds"] = round(time.monotonic() - started, 3)
+    status = values.index(0)
+    record.data["status"] = status.value_nick
+    if status == Gimp.PDBStatusType.SUCCESS:
+        record.data["seed"] = values.index(1)
+        result = values.index(2)
+        record.data["result_name"] = result.get_name()
+        record.layer("result", result)
+    else:
+        record.data["message"] = values.index(1) if values.length() > 1 else None
+    if TRACE.exists():
+        with TRACE.open("rb") as fh:
+            fh.seek(trace_start)
+            record.data["trace"] = [json.loads(line) for line in fh.read().decode().splitlines() if line.strip()]
+    record.data["layers"] = describe_layers(image)
+    record.data["undo_enabled"] = image.undo_is_enabled()
+    record.data["selected"] = [item.get_name() for item in image.get_selected_layers()]
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+
+def whole(record: Record) -> None:
+    """An RGBA layer smaller than the canvas, at an offset, over an opaque background; no selection."""
+    image = Gimp.Image.new(96, 72, Gimp.ImageBaseType.RGB)
+    add_layer(image, "background", (0, 0, 96, 72), Gimp.ImageType.RGB_IMAGE, 1, "R'G'B' u8")
+    source = add_layer(image, "source", (20, 16, 48, 40), Gimp.ImageType.RGBA_IMAGE, 2, "R'G'B'A u8")
+    record.layer("source_before", source)
+    run_plugin(record, image, source)
+    record.layer("source_after", source)
+
+
+def selection(record: Record) -> None:
+    """An elliptical, feathered selection on an offset layer that sticks out of the canvas."""
+    image = Gimp.Image.new(128, 96, Gimp.ImageBaseType.RGB)
+    add_layer(image, "background", (0, 0, 128, 96), Gimp.ImageType.RGB_IMAGE, 3, "R'G'B' u8")
+    source = add_layer(image, "source", (14, 10, 130, 80), Gimp.ImageType.RGBA_IMAGE, 4, "R'G'B'A u8")
+    image.select_ellipse(Gimp.ChannelOps.REPLACE, 40, 30, 56, 40)
+    Gimp.Selection.feather(image, 12.0)
+    record.dump("mask", selection_mask(image), 128, 96)
+    record.dump("composite_before", composite(image), 128, 96)
+    record.layer("source_before", source)
+    run_plugin(record, image, source)
+    record.dump("composite_after", composite(image), 128, 96)
+    record.layer("source_after", source)
+
+
+def large_without_alpha(record: Record) -> None:
+    """A layer without alpha, larger than the canvas on every side."""
+    image = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+    source = add_layer(image, "source", (-20, -12, 100, 80), Gimp.ImageType.RGB_IMAGE, 5, "R'G'B' u8")
+    record.layer("source_before", source)
+    run_plugin(record, image, source)
+    record.layer("source_after", source)
+
+
+def grayscale(record: Record) -> None:
+    image = Gimp.Image.new(40, 32, Gimp.ImageBaseType.GRAY)
+    source = add_layer(image, "source", (0, 0, 40, 32), Gimp.ImageType.GRAYA_IMAGE, 6, "Y'A u8")
+    record.layer("source_before", source)
+    run_plugin(record, image, source)
+    record.layer("source_after", source)
+
+
+def recover(record: Record) -> None:
+    """What a run killed by Cancel leaves (a marked preview layer, history frozen) is cleaned up by the next."""
+    image = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+    source = add_layer(image, "source", (0, 0, 64, 48), Gimp.ImageType.RGBA_IMAGE, 7, "R'G'B'A u8")
+    image.undo_freeze()
+    image.attach_parasite(Gimp.Parasite.new(FROZEN_MARK, 0, b"1"))
+    stale = add_layer(image, "Img2Img preview", (0, 0, 32, 24), Gimp.ImageType.RGBA_IMAGE, 8, "R'G'B'A u8")
+    stale.attach_parasite(Gimp.Parasite.new(PREVIEW_MARK, 0, b"1"))
+    record.data["undo_enabled_before"] = image.undo_is_enabled()
+    record.data["layers_before"] = describe_layers(image)
+    run_plugin(record, image, source)
+
+
+def no_bridge(record: Record) -> None:
+    image = Gimp.Image.new(32, 32, Gimp.ImageBaseType.RGB)
+    source = add_layer(image, "source", (0, 0, 32, 32), Gimp.ImageType.RGBA_IMAGE, 9, "R'G'B'A u8")
+    run_plugin(record, image, source, **{"bridge-url": os.environ["IMG2IMG_DEAD_URL"]})
+
+
+def unknown_model(record: Record) -> None:
+    image = Gimp.Image.new(32, 32, Gimp.ImageBaseType.RGB)
+    source = add_layer(image, "source", (0, 0, 32, 32), Gimp.ImageType.RGBA_IMAGE, 10, "R'G'B'A u8")
+    run_plugin(record, image, source, model="no-such-model")
+
+
+SCENARIOS = {
+    "whole": whole,
+    "selection": selection,
+    "large_without_alpha": large_without_alpha,
+    "grayscale": grayscale,
+    "recover": recover,
+    "no_bridge": no_bridge,
+    "unknown_model": unknown_model,
+}
+
+
+def main() -> None:
+    names = [n for n in os.environ.get("IMG2IMG_SCENARIOS", ",".join(SCENARIOS)).split(",") if n]
+    results: dict[str, Any] = {}
+    for name in names:
+        record = Record(name)
+        try:
+            SCENARIOS[name](record)
+        except Exception:
+            record.data["exception"] = traceback.format_exc()
+        results[name] = record.data
+        (OUT / "results.json").write_text(json.dumps(results, indent=1))
+
+
+main()

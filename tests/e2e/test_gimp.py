@@ -1,0 +1,180 @@
+"""The GIMP plug-in in real GIMP 3 (headless, in the e2e chroot) against a real bridge with the tiny model.
+
+One GIMP run plays every scenario of ``gimp_scenarios.py``; each test checks one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chroot
+import numpy as np
+import pytest
+
+from bridge.install import install_gimp
+
+SCENARIOS = Path(__file__).resolve().parent / "gimp_scenarios.py"
+RESULT_NAME = "a red fox (seed 1234)"
+
+
+@dataclass
+class GimpRun:
+    results: dict[str, Any]
+    out: Path
+    log: str
+
+    def scenario(self, name: str) -> dict[str, Any]:
+        data = self.results.get(name)
+        assert data is not None, f"scenario {name} did not run\n{self.log}"
+        assert "exception" not in data, data["exception"]
+        return data
+
+    def pixels(self, name: str, key: str) -> np.ndarray[Any, Any]:
+        dump = self.scenario(name)["dumps"][key]
+        raw = np.frombuffer((self.out / dump["file"]).read_bytes(), dtype=np.uint8)
+        return raw.reshape(dump["height"], dump["width"], -1)
+
+
+@pytest.fixture(scope="module")
+def gimp(chroot_root: Path, bridge_url: str) -> Iterator[GimpRun]:
+    host_home = Path(tempfile.mkdtemp(prefix="e2e-gimp-", dir=chroot_root / "tmp"))
+    home = f"/tmp/{host_home.name}"
+    chroot.ensure_home(chroot_root, home)
+    install_gimp(dest=host_home / chroot.GIMP_PLUGIN_DIR)
+    (host_home / "out").mkdir()
+    shutil.copyfile(SCENARIOS, host_home / "scenarios.py")
+    with socket.socket() as dead:  # bound but never listening: connecting is refused while the test runs
+        dead.bind(("127.0.0.1", 0))
+        env = {
+            "IMG2IMG_OUT": f"{home}/out",
+            "IMG2IMG_BRIDGE_URL": bridge_url,
+            "IMG2IMG_DEAD_URL": f"ws://127.0.0.1:{dead.getsockname()[1]}/ws",
+            "IMG2IMG_BRIDGE_TRACE": f"{home}/trace.jsonl",
+        }
+        run = chroot.gimp_batch(chroot_root, f"{home}/scenarios.py", home=home, env=env, timeout=400)
+    assert run.returncode == 0, run.describe()
+    results_file = host_home / "out" / "results.json"
+    assert results_file.exists(), run.describe()
+    yield GimpRun(json.loads(results_file.read_text()), host_home / "out", run.describe())
+    chroot.safe_rmtree(host_home)
+
+
+def layer_names(data: dict[str, Any]) -> list[str]:
+    return [layer["name"] for layer in data["layers"]]
+
+
+def layer_rect(data: dict[str, Any], name: str) -> list[int]:
+    return next(layer["rect"] for layer in data["layers"] if layer["name"] == name)
+
+
+def trace_ops(data: dict[str, Any]) -> list[str]:
+    return [entry["op"] for entry in data["trace"] if entry["op"] != "set_progress"]
+
+
+def mask_box(mask: np.ndarray[Any, Any]) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+
+
+def test_the_chroot_python_has_no_websockets_so_the_vendored_copy_is_used(chroot_root: Path, chroot_home: str) -> None:
+    probe = "import importlib.util as u; print(u.find_spec('websockets'), u.find_spec('msgpack'))"
+    run = chroot.run_in_chroot(chroot_root, ["python3", "-c", probe], home=chroot_home, timeout=60)
+    assert run.stdout.strip() == "None None", run.describe()
+
+
+def test_whole_layer_makes_one_new_layer_over_it(gimp: GimpRun) -> None:
+    data = gimp.scenario("whole")
+    assert data["status"] == "success", data
+    assert data["seed"] == 1234 and data["result_name"] == RESULT_NAME
+    assert layer_names(data) == [RESULT_NAME, "source", "background"]
+    assert layer_rect(data, RESULT_NAME) == [20, 16, 48, 40]
+    assert data["selected"] == [RESULT_NAME]
+    assert data["undo_enabled"] is True
+    assert np.array_equal(gimp.pixels("whole", "source_before"), gimp.pixels("whole", "source_after"))
+    result = gimp.pixels("whole", "result")
+    assert result.shape == (40, 48, 4)
+    assert not np.array_equal(result, gimp.pixels("whole", "source_before"))
+
+
+def test_previews_stream_into_a_preview_layer_before_the_result(gimp: GimpRun) -> None:
+    data = gimp.scenario("whole")
+    ops = trace_ops(data)
+    assert ops[0] == "freeze_history" and "show_preview" in ops
+    assert ops[-3:] == ["remove_preview", "thaw_history", "add_result"]
+    assert set(ops[1:-3]) == {"show_preview"}
+    previews = [entry for entry in data["trace"] if entry["op"] == "show_preview"]
+    assert all(entry["rect"] == [20, 16, 48, 40] for entry in previews)
+    assert data["trace"][-1]["rect"] == [20, 16, 48, 40]
+    assert "Img2Img preview" not in layer_names(data)
+    progress = [entry for entry in data["trace"] if entry["op"] == "set_progress"]
+    assert any("step" in entry["text"] for entry in progress)
+
+
+def test_feathered_selection_on_an_offset_layer_changes_nothing_outside_it(gimp: GimpRun) -> None:
+    data = gimp.scenario("selection")
+    assert data["status"] == "success", data
+    mask = gimp.pixels("selection", "mask")[:, :, 0]
+    assert 0 < mask.max() == 255 and len(np.unique(mask)) > 10, "the selection should be feathered"
+    visible = np.zeros_like(mask)
+    visible[10:90, 14:128] = 1  # the source layer (14, 10, 130, 80) clipped to the 128x96 canvas
+    rect = layer_rect(data, RESULT_NAME)
+    assert rect == mask_box(mask * visible)
+    before, after = gimp.pixels("selection", "composite_before"), gimp.pixels("selection", "composite_after")
+    outside = mask == 0
+    assert np.array_equal(before[outside], after[outside])
+    assert not np.array_equal(before[mask == 255], after[mask == 255])
+    x, y, width, height = rect
+    result = gimp.pixels("selection", "result")
+    assert result.shape == (height, width, 4)
+    assert not result[mask[y : y + height, x : x + width] == 0].any(), "unselected pixels must be fully transparent"
+    assert np.array_equal(gimp.pixels("selection", "source_before"), gimp.pixels("selection", "source_after"))
+    assert layer_names(data) == [RESULT_NAME, "source", "background"]
+
+
+def test_a_layer_without_alpha_larger_than_the_canvas_gives_its_visible_part(gimp: GimpRun) -> None:
+    data = gimp.scenario("large_without_alpha")
+    assert data["status"] == "success", data
+    result = next(layer for layer in data["layers"] if layer["name"] == RESULT_NAME)
+    assert result["rect"] == [0, 0, 64, 48] and result["has_alpha"] is True
+    source = next(layer for layer in data["layers"] if layer["name"] == "source")
+    assert source["rect"] == [-20, -12, 100, 80] and source["has_alpha"] is False
+    assert np.array_equal(gimp.pixels("large_without_alpha", "source_before"), gimp.pixels("large_without_alpha", "source_after"))
+
+
+def test_a_grayscale_image_gets_a_grayscale_result_layer(gimp: GimpRun) -> None:
+    data = gimp.scenario("grayscale")
+    assert data["status"] == "success", data
+    result = next(layer for layer in data["layers"] if layer["name"] == RESULT_NAME)
+    assert result["type"] == "graya-image" and result["rect"] == [0, 0, 40, 32]
+    assert np.array_equal(gimp.pixels("grayscale", "source_before"), gimp.pixels("grayscale", "source_after"))
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_up_by_the_next(gimp: GimpRun) -> None:
+    data = gimp.scenario("recover")
+    assert data["undo_enabled_before"] is False and "Img2Img preview" in [layer["name"] for layer in data["layers_before"]]
+    assert data["status"] == "success", data
+    assert layer_names(data) == [RESULT_NAME, "source"]
+    assert data["undo_enabled"] is True
+
+
+def test_no_bridge_is_a_clean_failure_that_says_how_to_start_it(gimp: GimpRun) -> None:
+    data = gimp.scenario("no_bridge")
+    assert data["status"] == "execution-error"
+    assert "img2img-bridge serve" in data["message"] and "Traceback" not in data["message"]
+    assert layer_names(data) == ["source"]
+    assert data["seconds"] < 20
+
+
+def test_an_unknown_model_is_a_clean_failure(gimp: GimpRun) -> None:
+    data = gimp.scenario("unknown_model")
+    assert data["status"] == "execution-error"
+    assert "no-such-model" in data["message"]
+    assert layer_names(data) == ["source"]
+    assert data["undo_enabled"] is True

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from img2img_gimp.request import build_request, preview_every, result_layer_name
+from img2img_gimp.settings import JobSettings
+from img2img_gimp.source import Source
+
+from bridge import protocol as p
+from bridge.regions import Rect
+
+SETTINGS = JobSettings(prompt="a fox", negative_prompt="blur", strength=0.3, steps=20, seed=42, model="", url="ws://127.0.0.1:1/ws")
+
+
+def test_request_carries_the_pixels_and_settings_and_passes_validation() -> None:
+    source = Source(Rect(5, 6, 3, 2), bytes(range(24)), bytes([0, 255, 128, 0, 0, 1]))
+    request = build_request(SETTINGS, source, "job-1")
+    assert (request.image.width, request.image.height, request.image.data) == (3, 2, source.rgba)
+    assert request.mask is not None and request.mask.data == source.mask
+    assert (request.prompt, request.negative_prompt, request.strength, request.steps, request.seed) == (
+        "a fox",
+        "blur",
+        0.3,
+        20,
+        42,
+    )
+    assert request.count == 1
+    request.validate(p.Limits())
+    assert p.decode_client_message(p.encode(request)) == request
+
+
+def test_request_without_mask() -> None:
+    request = build_request(SETTINGS, Source(Rect(0, 0, 1, 1), bytes(4), None), "job-2")
+    assert request.mask is None
+
+
+def test_about_ten_previews_a_job() -> None:
+    assert preview_every(4) == 1
+    assert preview_every(20) == 2
+    assert preview_every(100) == 10
+
+
+def test_layer_name_holds_prompt_and_seed() -> None:
+    assert result_layer_name("a red  fox\nin snow", 7) == "a red fox in snow (seed 7)"
+    assert result_layer_name("", 7) == "Img2Img (seed 7)"
+    long = result_layer_name("word " * 30, 1)
+    assert long.endswith("\u2026 (seed 1)") and len(long) < 60

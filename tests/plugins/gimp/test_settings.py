@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from img2img_gimp.errors import PluginError
+from img2img_gimp.settings import (
+    ARGUMENTS,
+    EXACT,
+    MAX_SEED,
+    STRENGTH_PRESETS,
+    ChoiceArg,
+    JobSettings,
+    linked_strength,
+    preset_for,
+    resolve_strength,
+)
+
+from bridge.client import DEFAULT_URL
+
+
+def defaults(**changes: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {arg.name: arg.default for arg in ARGUMENTS}
+    values.update({name.replace("_", "-"): value for name, value in changes.items()})
+    return values
+
+
+def settings(**changes: Any) -> JobSettings:
+    return JobSettings.from_arguments(defaults(**changes).__getitem__)
+
+
+def test_argument_names_are_unique_and_gimp_style() -> None:
+    names = [arg.name for arg in ARGUMENTS]
+    assert len(names) == len(set(names))
+    assert all(name == name.lower() and "_" not in name and " " not in name for name in names)
+
+
+def test_defaults_give_a_random_seed_medium_strength_and_the_default_url() -> None:
+    result = settings()
+    assert result.seed is None
+    assert result.strength == 0.5
+    assert result.steps == 20
+    assert result.url == DEFAULT_URL
+    assert result.model == ""
+
+
+def test_every_choice_default_is_one_of_its_choices() -> None:
+    for arg in ARGUMENTS:
+        if isinstance(arg, ChoiceArg):
+            assert arg.default in [value for value, _ in arg.choices]
+
+
+def test_a_preset_overrides_the_exact_strength() -> None:
+    assert settings(strength_preset="low", strength=0.9).strength == STRENGTH_PRESETS["low"]
+    assert settings(strength_preset="high", strength=0.1).strength == STRENGTH_PRESETS["high"]
+
+
+def test_the_exact_preset_uses_the_strength_value() -> None:
+    assert settings(strength_preset=EXACT, strength=0.42).strength == 0.42
+
+
+def test_presets_are_ordered_low_to_high() -> None:
+    assert STRENGTH_PRESETS["low"] < STRENGTH_PRESETS["medium"] < STRENGTH_PRESETS["high"]
+
+
+def test_unknown_preset_is_refused_with_the_choices() -> None:
+    with pytest.raises(PluginError, match="exact, low, medium, high"):
+        resolve_strength("extreme", 0.5)
+
+
+@pytest.mark.parametrize("strength", [0.0, -0.1, 1.5])
+def test_out_of_range_strength_is_refused(strength: float) -> None:
+    with pytest.raises(PluginError, match="Strength"):
+        resolve_strength(EXACT, strength)
+
+
+def test_preset_for_finds_the_matching_preset_or_exact() -> None:
+    assert preset_for(0.3) == "low"
+    assert preset_for(0.75) == "high"
+    assert preset_for(0.42) == EXACT
+
+
+def test_a_fixed_seed_is_kept() -> None:
+    assert settings(random_seed=False, seed=1234).seed == 1234
+
+
+def test_with_seed_picks_a_reportable_seed_only_when_random() -> None:
+    rng = random.Random(7)
+    picked = settings().with_seed(rng).seed
+    assert picked is not None and 0 <= picked <= MAX_SEED
+    assert settings(random_seed=False, seed=5).with_seed(rng).seed == 5
+
+
+def test_prompts_and_model_are_stripped() -> None:
+    result = settings(prompt="  a red fox \n", negative_prompt=" blur ", model=" tiny ")
+    assert (result.prompt, result.negative_prompt, result.model) == ("a red fox", "blur", "tiny")
+
+
+def test_url_is_normalized_and_empty_means_default() -> None:
+    assert settings(bridge_url="localhost:9000").url == "ws://localhost:9000/ws"
+    assert settings(bridge_url="   ").url == DEFAULT_URL
+
+
+def test_a_bad_url_is_a_plugin_error_naming_the_field() -> None:
+    with pytest.raises(PluginError, match="Bridge URL"):
+        settings(bridge_url="ftp://example")
+
+
+def test_a_non_number_is_refused() -> None:
+    with pytest.raises(PluginError, match="steps"):
+        settings(steps="many")
+
+
+def test_picking_a_preset_moves_the_strength() -> None:
+    assert linked_strength("strength-preset", "high", 0.42) == ("high", STRENGTH_PRESETS["high"])
+
+
+def test_picking_exact_keeps_the_strength() -> None:
+    assert linked_strength("strength-preset", EXACT, 0.42) == (EXACT, 0.42)
+
+
+def test_moving_the_strength_shows_the_matching_preset_or_exact() -> None:
+    assert linked_strength("strength", "high", 0.42) == (EXACT, 0.42)
+    assert linked_strength("strength", EXACT, STRENGTH_PRESETS["low"]) == ("low", STRENGTH_PRESETS["low"])
