@@ -76,6 +76,11 @@ class Connection:
         if not self.closed:
             self._outbox.put_nowait(frame)
 
+    @property
+    def backlog(self) -> int:
+        """Frames queued for this client and not yet written (read from other threads as a hint)."""
+        return self._outbox.qsize()
+
     def send_threadsafe(self, message: p.Message) -> None:
         """Queue a message from the GPU or preview threads; encoding happens on the calling thread."""
         frame = p.encode(message)
@@ -115,16 +120,21 @@ class _JobHooks:
         self.conn.send_threadsafe(p.Progress(job_id=self.job.job_id, index=index, step=step, steps=steps))
 
     def preview(self, frame: Any) -> None:
-        # a preview still being encoded means the client is behind: skip this one rather than queue it
+        # a preview still being encoded, or frames still waiting for the socket, mean the client is behind:
+        # skip this preview rather than queue it
         with self._lock:
-            if self._busy is not None and not self._busy.done():
+            if (self._busy is not None and not self._busy.done()) or self.conn.backlog > 1:
                 return
             self._busy = self.pool.submit(self._send_preview, frame)
 
     def _send_preview(self, frame: Any) -> None:
         from .engine import render_preview
 
-        image = render_preview(frame, self.job.request.preview)
+        try:
+            image = render_preview(frame, self.job.request.preview)
+        except Exception:  # a preview is a nicety: the job goes on without it
+            log.exception("preview for job %s failed", self.job.job_id)
+            return
         region = frame.region
         self.conn.send_threadsafe(
             p.Preview(
