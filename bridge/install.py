@@ -8,7 +8,6 @@ msgpack, taken from this environment without their C speedups.
 
 from __future__ import annotations
 
-import configparser
 import os
 import shutil
 import sys
@@ -119,16 +118,25 @@ def install_krita(dest: Path | None = None, *, enable: bool = False, kritarc: Pa
 
 def enable_in_kritarc(path: Path) -> None:
     """Set ``[python] enable_img2img_bridge=true``; Krita rewrites kritarc on exit, so do it while Krita is closed."""
-    config = configparser.RawConfigParser(strict=False, interpolation=None)
-    config.optionxform = str  # type: ignore[assignment,method-assign]
-    if path.exists():
-        config.read(path, encoding="utf-8")
-    if not config.has_section("python"):
-        config.add_section("python")
-    config.set("python", f"enable_{PLUGIN_NAME}", "true")
+    set_kritarc_value(path, "python", f"enable_{PLUGIN_NAME}", "true")
+
+
+def set_kritarc_value(path: Path, group: str, key: str, value: str) -> None:
+    """Set one key, line by line: Krita writes keys before the first group, which configparser refuses."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    header = f"[{group}]"
+    if header not in lines:
+        lines += ([""] if lines else []) + [header, f"{key}={value}"]
+    else:
+        start = lines.index(header) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+        found = next((i for i in range(start, end) if lines[i].split("=", 1)[0].strip() == key), None)
+        if found is None:
+            lines.insert(start, f"{key}={value}")
+        else:
+            lines[found] = f"{key}={value}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        config.write(fh, space_around_delimiters=False)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _copy_plugin(source: Path, target: Path) -> None:

@@ -170,3 +170,15 @@ def test_enable_in_kritarc_creates_the_file_and_is_idempotent(tmp_path: Path) ->
     install.enable_in_kritarc(kritarc)
     install.enable_in_kritarc(kritarc)
     assert kritarc.read_text(encoding="utf-8").split() == ["[python]", "enable_img2img_bridge=true"]
+
+
+def test_enable_in_a_kritarc_that_krita_already_wrote(tmp_path: Path) -> None:
+    # Krita writes keys before its first group, which configparser refuses
+    kritarc = tmp_path / "kritarc"
+    kritarc.write_text("ArtColorSel.Angle=0\nBackgroundColorForNewImage=255,255,255\n\n[python]\nenable_other=true\n")
+    install.enable_in_kritarc(kritarc)
+    install.enable_in_kritarc(kritarc)
+    lines = kritarc.read_text().splitlines()
+    assert lines[:2] == ["ArtColorSel.Angle=0", "BackgroundColorForNewImage=255,255,255"]
+    assert lines.count("enable_img2img_bridge=true") == 1
+    assert "enable_other=true" in lines

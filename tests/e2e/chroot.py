@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from bridge.install import set_kritarc_value
+
 SUITE = "trixie"
 # Packages installed (with --no-install-recommends) on top of minbase.
 # Deliberately absent: python3-websockets, python3-msgpack,
@@ -540,8 +542,12 @@ def krita_gui(
     timeout: float = 180.0,
     done_file: str | None = None,
     grace: float = 20.0,
+    files: Sequence[str] = (),
 ) -> ChrootResult:
     """Run the Krita GUI under Xvfb until it quits (or is killed on timeout).
+
+    ``files`` (chroot paths) are opened on Krita's command line: under Xvfb only
+    documents opened that way get an active layer.
 
     Krita's exit code is not a verdict: have a pykrita extension write a
     result file and quit.  With ``done_file`` (chroot path), Krita gets
@@ -560,7 +566,7 @@ def krita_gui(
         "E2E_PY_ERRORS": f"{home.rstrip('/')}/{KRITA_ERRORS}",
     }
     full_env.update(env or {})
-    argv = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"]
+    argv = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash", *files]
     return run_in_chroot(
         root,
         argv,
@@ -627,28 +633,7 @@ def install_pykrita_plugin(
         f"Name={title or name}\n"
         f"Comment={title or name} (e2e)\n"
     )
-    _kritarc_set(h / ".config/kritarc", "python", f"enable_{name}", "true")
-
-
-def _kritarc_set(path: Path, group: str, key: str, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = path.read_text().splitlines() if path.exists() else []
-    header = f"[{group}]"
-    if header not in lines:
-        lines += ([""] if lines else []) + [header, f"{key}={value}"]
-    else:
-        start = lines.index(header) + 1
-        end = next(
-            (i for i in range(start, len(lines)) if lines[i].startswith("[")),
-            len(lines),
-        )
-        for i in range(start, end):
-            if lines[i].split("=", 1)[0].strip() == key:
-                lines[i] = f"{key}={value}"
-                break
-        else:
-            lines.insert(start, f"{key}={value}")
-    path.write_text("\n".join(lines) + "\n")
+    set_kritarc_value(h / ".config/kritarc", "python", f"enable_{name}", "true")
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,380 @@
+"""What the docker's buttons do, and what each update from the worker changes: host-independent, GUI thread only.
+
+The controller drives a ``Canvas`` (the document: capture, preview layer, result
+layer) and a ``Runner`` (the worker thread), and publishes a ``ViewState`` that
+the docker renders. Krita's adapter implements ``Canvas``; tests use fakes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Callable, Hashable, Iterable, Protocol
+
+from bridge.regions import Rect
+
+from . import runner as r
+from .jobs import JobSpec, result_layer_name
+from .live import LiveScheduler, LiveState
+from .settings import MAX_SEED, Settings, Source
+from .sources import Capture, CaptureError
+
+
+class Canvas(Protocol):
+    def active_document(self) -> object | None:
+        """The document the user works on, or None when no image is open."""
+
+    def is_open(self, document: object) -> bool: ...
+
+    def capture(self, source: Source, from_canvas: bool, document: object | None = None) -> Capture:
+        """Read the source of the active (or the given) document; raises CaptureError."""
+
+    def show_preview(self, target: object, rect: Rect, pixels: bytes) -> None:
+        """Write ``pixels`` into the target's [Preview] layer (created on first use), outside the undo history."""
+
+    def clear_preview(self, target: object) -> None:
+        """Remove the target's [Preview] layer, if any."""
+
+    def apply_result(self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool) -> None:
+        """Leave one new layer named ``name`` holding ``pixels`` above the target's layer, as one undo step.
+
+        With ``from_preview`` the [Preview] layer, when it is there, becomes that layer.
+        """
+
+
+class Runner(Protocol):
+    def connect(self, url: str, token: str = "") -> None: ...
+
+    def submit(self, spec: JobSpec) -> None: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def list_models(self) -> None: ...
+
+    def load_model(self, name: str) -> None: ...
+
+    def close(self, timeout: float = 5.0) -> None: ...
+
+
+class Connection(Enum):
+    OFFLINE = "offline"
+    CONNECTING = "connecting"
+    ONLINE = "online"
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """Everything the docker shows."""
+
+    connection: Connection = Connection.OFFLINE
+    connection_text: str = "Not connected"
+    models: tuple[str, ...] = ()
+    model: str | None = None
+    running: bool = False
+    progress: float | None = None
+    status: str = ""
+    error: str = ""
+    result_ready: bool = False
+    seed: int | None = None
+    live: LiveState = LiveState.OFF
+    live_image: tuple[bytes, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class _Result:
+    target: object
+    rect: Rect
+    pixels: bytes
+    seed: int
+    prompt: str
+    on_canvas: bool
+
+
+class Controller:
+    def __init__(
+        self,
+        canvas: Canvas,
+        runner: Runner,
+        settings: Callable[[], Settings],
+        view: Callable[[ViewState], None],
+        *,
+        live: LiveScheduler | None = None,
+    ) -> None:
+        self._canvas = canvas
+        self._runner = runner
+        self._settings = settings
+        self._view = view
+        self.live = live or LiveScheduler()
+        self.state = ViewState()
+        self._job: str | None = None  # the one-shot job in flight
+        self._job_target: object = None
+        self._job_prompt = ""
+        self._cancelling = False
+        self._result: _Result | None = None
+        self._live_document: object | None = None
+        self._live_seed = 0
+        self._live_on_canvas = False
+        self._live_error = ""
+        self.live_jobs: dict[str, Hashable] = {}  # every live job sent, with the state it rendered
+        self._live_targets: dict[str, object] = {}
+        self.live_rendered: list[Hashable] = []  # the states whose results arrived, in order
+
+    # --- connection -----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        settings = self._settings()
+        self._runner.connect(settings.url, settings.token)
+
+    def select_model(self, name: str) -> None:
+        if name and name != self.state.model and self.state.connection is Connection.ONLINE:
+            self._runner.load_model(name)
+
+    # --- one-shot jobs --------------------------------------------------------------------
+
+    def generate(self) -> None:
+        if self._job is not None or self.live.state is not LiveState.OFF:
+            return
+        settings = self._settings()
+        if self.state.connection is Connection.OFFLINE:
+            self._runner.connect(settings.url, settings.token)
+        if settings.from_canvas:
+            self._drop_result()  # its [Preview] layer would be read as part of the canvas
+        pending, self._result = self._result, None
+        try:
+            capture = self._canvas.capture(settings.source, settings.from_canvas)
+        except CaptureError as exc:
+            self._result = pending
+            self._publish(error=exc.message, status="")
+            return
+        if pending is not None and pending.on_canvas and pending.target != capture.target:
+            self._canvas.clear_preview(pending.target)  # else the new job reuses its [Preview] layer
+        spec = JobSpec.new(capture, settings)
+        self._job, self._job_target, self._job_prompt, self._cancelling = (
+            spec.job_id,
+            capture.target,
+            settings.prompt,
+            False,
+        )
+        self._runner.submit(spec)
+        self._publish(running=True, progress=0.0, status="Sending…", error="", seed=None, result_ready=False)
+
+    def cancel(self) -> None:
+        if self._job is not None and not self._cancelling:
+            self._cancelling = True
+            self._runner.cancel(self._job)
+            self._publish(status="Cancelling…")
+
+    def apply(self) -> None:
+        result = self._result
+        if result is None:
+            return
+        name = result_layer_name(result.prompt, result.seed)
+        live = self.live.state is not LiveState.OFF
+        self._canvas.apply_result(
+            result.target, name, result.rect, result.pixels, from_preview=result.on_canvas and not live
+        )
+        self._result = None
+        self._publish(result_ready=False, status="Applied as a new layer", error="")
+
+    def discard(self) -> None:
+        self._drop_result()
+        self._publish(
+            result_ready=False,
+            status="Discarded",
+            live_image=None if self.live.state is LiveState.OFF else self.state.live_image,
+        )
+
+    def _drop_result(self) -> None:
+        result, self._result = self._result, None
+        if result is not None and result.on_canvas:
+            self._canvas.clear_preview(result.target)
+
+    # --- live mode ------------------------------------------------------------------------
+
+    def set_live(self, on: bool) -> None:
+        if on == (self.live.state is not LiveState.OFF):
+            return
+        if on:
+            document = self._canvas.active_document()
+            if document is None:
+                self._publish(error="open an image to use live mode")
+                return
+            if self._job is not None:
+                self.cancel()
+            self._drop_result()
+            settings = self._settings()
+            if self.state.connection is Connection.OFFLINE:
+                self._runner.connect(settings.url, settings.token)
+            self._live_document = document
+            self._live_seed = settings.seed if settings.fixed_seed else random.randint(0, MAX_SEED)
+            self._live_error = ""
+            self.live.start()
+            self._publish(live=self.live.state, status="Live: watching the canvas", error="", result_ready=False)
+            return
+        job_id = self.live.stop()
+        if job_id is not None:
+            self._runner.cancel(job_id)
+        if self._result is not None and self._result.on_canvas:
+            self._canvas.clear_preview(self._result.target)
+            self._result = replace(self._result, on_canvas=False)
+        self._live_document = None
+        self._publish(live=LiveState.OFF, status="Live off")
+
+    def tick(self) -> None:
+        """Called every ``live.TICK_S`` while live mode is on: send the canvas when it changed and settled."""
+        if self.live.state is LiveState.OFF or self._live_document is None:
+            return
+        if not self._canvas.is_open(self._live_document):
+            self.set_live(False)
+            self._publish(status="Live off: the image was closed")
+            return
+        settings = replace(self._settings(), fixed_seed=True, seed=self._live_seed)
+        try:
+            capture = self._canvas.capture(settings.source, settings.from_canvas, self._live_document)
+        except CaptureError as exc:
+            if exc.message != self._live_error:
+                self._live_error = exc.message
+                self._publish(error=exc.message)
+            return
+        if self._live_error:
+            self._live_error = ""
+            self._publish(error="")
+        key = (
+            capture.key,
+            settings.prompt,
+            settings.negative_prompt,
+            settings.strength,
+            settings.live_steps,
+            settings.seed,
+        )
+        if self.live.observe(key):
+            spec = JobSpec.new(capture, settings, live=True)
+            self._live_on_canvas = settings.live_on_canvas and not settings.from_canvas
+            self.live_jobs[spec.job_id] = key
+            self._live_targets[spec.job_id] = capture.target
+            self.live.sent(spec.job_id, key)
+            self._runner.submit(spec)
+        if self.state.live is not self.live.state:
+            self._publish(live=self.live.state)
+
+    # --- updates from the worker ----------------------------------------------------------
+
+    def handle(self, updates: Iterable[r.Update]) -> None:
+        """Apply a batch of updates; of several previews of one job only the newest is drawn."""
+        batch = list(updates)
+        newest: dict[str, int] = {u.job_id: i for i, u in enumerate(batch) if isinstance(u, r.JobPreview)}
+        for i, update in enumerate(batch):
+            if isinstance(update, r.JobPreview) and newest.get(update.job_id) != i:
+                continue
+            self._handle(update)
+        self._publish(live=self.live.state)
+
+    def _handle(self, update: r.Update) -> None:
+        if isinstance(update, r.Connecting):
+            self._publish(connection=Connection.CONNECTING, connection_text=f"Connecting to {update.url}…")
+        elif isinstance(update, r.Connected):
+            self._connected(update)
+        elif isinstance(update, r.ConnectFailed):
+            self._publish(connection=Connection.OFFLINE, connection_text="Not connected", error=update.message)
+        elif isinstance(update, r.Disconnected):
+            self._publish(connection=Connection.OFFLINE, connection_text="Disconnected", error=update.reason)
+        elif isinstance(update, r.ModelsListed):
+            self._publish(models=update.names, model=update.current.name)
+        elif isinstance(update, r.ModelChanged):
+            self._model_changed(update)
+        elif isinstance(update, r.Notice):
+            self._publish(error=update.message)
+        elif update.job_id in self.live_jobs:
+            self._live_update(update)
+        elif update.job_id == self._job:
+            self._job_update(update)
+
+    def _connected(self, update: r.Connected) -> None:
+        welcome = update.welcome
+        names = tuple(m.name for m in welcome.models)
+        self._publish(
+            connection=Connection.ONLINE,
+            connection_text=f"Connected: bridge {welcome.server_version} on {welcome.device}",
+            models=names,
+            model=welcome.model.name,
+            error="",
+        )
+        wanted = self._settings().model
+        if wanted and wanted in names and wanted != welcome.model.name:
+            self._runner.load_model(wanted)
+
+    def _model_changed(self, update: r.ModelChanged) -> None:
+        state = update.state
+        text = state.message or state.status.value
+        if state.progress is not None and state.status.value == "loading":
+            text = f"loading {state.name}: {state.progress:.0%}"
+        self._publish(model=state.name, status=f"Model: {text}")
+
+    def _job_update(self, update: r.Update) -> None:
+        if isinstance(update, r.JobQueued):
+            ahead = f" ({update.position} ahead)" if update.position else ""
+            self._publish(status=f"Queued{ahead}")
+        elif isinstance(update, r.JobProgress):
+            self._publish(progress=update.fraction, status=f"Generating… {update.fraction:.0%}")
+        elif isinstance(update, r.JobPreview):
+            if not self._cancelling:
+                self._canvas.show_preview(self._job_target, update.rect, update.pixels)
+        elif isinstance(update, r.JobResult):
+            self._canvas.show_preview(self._job_target, update.rect, update.pixels)
+            self._result = _Result(
+                self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, on_canvas=True
+            )
+            self._end_job()
+            self._publish(
+                result_ready=True, seed=update.seed, status="Done: Apply keeps it as a new layer", progress=1.0
+            )
+        elif isinstance(update, r.JobFailed):
+            self._canvas.clear_preview(self._job_target)
+            self._end_job()
+            self._publish(error=update.message, status="Failed")
+        elif isinstance(update, r.JobCancelled):
+            self._canvas.clear_preview(self._job_target)
+            self._end_job()
+            self._publish(status="Cancelled")
+
+    def _end_job(self) -> None:
+        self._job, self._job_target, self._cancelling = None, None, False
+        self._publish(running=False, progress=None)
+
+    def _live_update(self, update: r.Update) -> None:
+        job_id = getattr(update, "job_id", "")
+        if isinstance(update, r.JobResult):
+            self.live.finished(job_id)
+            self.live_rendered.append(self.live_jobs[job_id])
+            target = self._live_targets.pop(job_id, None)
+            if self.live.state is LiveState.OFF:
+                return
+            prompt = self._settings().prompt
+            on_canvas = self._live_on_canvas
+            if on_canvas:
+                self._canvas.show_preview(target, update.rect, update.pixels)
+            elif self._result is not None and self._result.on_canvas:
+                self._canvas.clear_preview(self._result.target)
+            self._result = _Result(target, update.rect, update.pixels, update.seed, prompt, on_canvas)
+            width, height = update.view_size
+            self._publish(live_image=(update.view, width, height), result_ready=True, seed=update.seed, status="Live")
+        elif isinstance(update, (r.JobFailed, r.JobCancelled)):
+            self.live.finished(job_id)
+            self._live_targets.pop(job_id, None)
+            if isinstance(update, r.JobFailed) and self.live.state is not LiveState.OFF:
+                self._publish(error=update.message)
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop live mode, cancel the job in flight and end the worker."""
+        self.set_live(False)
+        self.cancel()
+        self._runner.close()
+
+    def _publish(self, **changes: object) -> None:
+        state = replace(self.state, **changes)  # type: ignore[arg-type]
+        if state != self.state:
+            self.state = state
+            self._view(state)

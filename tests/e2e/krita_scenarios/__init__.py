@@ -1,0 +1,368 @@
+"""A pykrita extension that drives the img2img docker in real Krita and writes what it saw as JSON.
+
+It acts only when ``IMG2IMG_KRITA_SCENARIOS`` names the result file. Krita must
+have been started with the test's images on its command line (``u8.png``,
+``deep.png``): only documents opened that way get an active layer under Xvfb.
+Each scenario uses the docker's own widgets, waits for the plug-in's events
+with a nested event loop, and records facts; ``tests/e2e/test_krita.py``
+judges them. Runs on Krita's Python (3.13 here, 3.10 in Krita 5.2 builds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import time
+import traceback
+import zlib
+from typing import Any, Callable
+
+from krita import Extension, Krita, Selection
+from PyQt5.QtCore import QByteArray, QEventLoop, QTimer
+from PyQt5.QtWidgets import QAbstractItemView, QApplication, QDockWidget, QMdiArea
+
+RESULT = os.environ.get("IMG2IMG_KRITA_SCENARIOS", "")
+JOB_TIMEOUT = 120.0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = JOB_TIMEOUT) -> bool:
+    """Run Krita's event loop until ``predicate()`` holds (checked every 20 ms) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.timeout.connect(lambda: (predicate() or time.monotonic() > deadline) and loop.quit())
+    timer.start(20)
+    if not predicate():
+        loop.exec_()
+    timer.stop()
+    return predicate()
+
+
+def pump(ms: int) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec_()
+
+
+class Run:
+    """What the scenarios share: Krita, the docker, the documents, and the updates the docker received."""
+
+    def __init__(self) -> None:
+        self.app = Krita.instance()
+        window = self.app.activeWindow()
+        assert window is not None, "Krita has no window"
+        self.window = window
+        dockers = sys.modules["img2img_bridge.docker"].DOCKERS
+        self.docker = dockers[-1]
+        self.updates: list[Any] = []
+        receive = self.docker.relay._receiver
+
+        def record(items: list[Any]) -> None:
+            self.updates.extend(items)
+            receive(items)
+
+        self.docker.relay._receiver = record
+
+    @property
+    def state(self) -> Any:
+        return self.docker.controller.state
+
+    def document(self, suffix: str) -> Any:
+        doc = next(d for d in self.app.documents() if d.fileName().endswith(suffix))
+        mdi = self.window.qwindow().findChild(QMdiArea)
+        for sub, view in zip(mdi.subWindowList(), self.window.views(), strict=True):
+            if view.document() == doc:
+                mdi.setActiveSubWindow(sub)
+        wait_until(lambda: self.app.activeDocument() == doc, 5)
+        assert self.app.activeDocument() == doc, f"could not make {suffix} the active document"
+        assert doc.activeNode() is not None, f"{suffix} has no active layer"
+        return doc
+
+    def history(self) -> int:
+        """Entries in Krita's undo history (the History docker's list)."""
+        for dock in self.window.qwindow().findChildren(QDockWidget):
+            if dock.objectName() == "History":
+                return int(dock.findChildren(QAbstractItemView)[0].model().rowCount())
+        raise RuntimeError("no History docker")
+
+    def configure(self, *, source: str, prompt: str, steps: int = 2, live_steps: int = 1, seed: int | None = 1234) -> None:
+        d = self.docker
+        d.source_combo.setCurrentIndex(d.source_combo.findData(source))
+        d.canvas_check.setChecked(False)
+        d.prompt_edit.setPlainText(prompt)
+        d.preset_buttons["high"].click()
+        d.strength_slider.setValue(100)
+        d.steps_spin.setValue(steps)
+        d.live_steps_spin.setValue(live_steps)
+        d.seed_fixed_check.setChecked(seed is not None)
+        d.seed_edit.setText(str(seed or 0))
+
+    def generate(self) -> dict[str, Any]:
+        """Click Generate and wait for the result (or an error)."""
+        self.docker.generate_button.click()
+        finished = wait_until(lambda: not self.state.running)
+        return {
+            "finished": finished,
+            "ready": self.state.result_ready,
+            "error": self.state.error,
+            "seed": self.state.seed,
+        }
+
+
+def names(doc: Any) -> list[str]:
+    return [n.name() for n in doc.topLevelNodes()]
+
+
+def layer(doc: Any, name: str) -> Any:
+    return next(n for n in doc.topLevelNodes() if n.name() == name)
+
+
+def pixels(node: Any, doc: Any) -> bytes:
+    return bytes(node.pixelData(0, 0, doc.width(), doc.height()))
+
+
+def select(doc: Any, mask: bytes) -> None:
+    selection = Selection()
+    selection.setPixelData(QByteArray(mask), 0, 0, doc.width(), doc.height())
+    doc.setSelection(selection)
+    pump(50)
+
+
+def feathered_box(width: int, height: int, box: tuple[int, int, int, int], feather: int) -> bytes:
+    """255 inside ``box`` (x0, y0, x1, y1), falling to 0 over ``feather`` pixels outside it."""
+    x0, y0, x1, y1 = box
+    out = bytearray(width * height)
+    for y in range(height):
+        for x in range(width):
+            distance = max(x0 - x, x - x1 + 1, y0 - y, y - y1 + 1, 0)
+            out[y * width + x] = 0 if distance >= feather else 255 - distance * 255 // feather
+    return bytes(out)
+
+
+def compare(source: bytes, result: bytes, mask: bytes, pixel: int) -> dict[str, int]:
+    """Counts, per mask class, of result pixels equal to / differing from the source (transparent = not written)."""
+    counts = {"kept_same": 0, "kept_changed": 0, "kept_empty": 0, "regen_same": 0, "regen_changed": 0}
+    for i, m in enumerate(mask):
+        a, b = source[i * pixel : (i + 1) * pixel], result[i * pixel : (i + 1) * pixel]
+        if m == 0:
+            key = "kept_empty" if not any(b) else ("kept_same" if a == b else "kept_changed")
+        elif m == 255:
+            key = "regen_same" if a == b else "regen_changed"
+        else:
+            continue
+        counts[key] += 1
+    return counts
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def scenario_whole_layer(run: Run) -> dict[str, Any]:
+    doc = run.document("u8.png")
+    source = doc.activeNode()
+    before, bounds = pixels(source, doc), source.bounds()
+    out: dict[str, Any] = {"doc": [doc.width(), doc.height(), doc.colorDepth(), doc.colorProfile()]}
+    run.configure(source="selection", prompt="no selection yet")
+    run.docker.generate_button.click()
+    out["no_selection_error"] = run.state.error
+    run.configure(source="layer", prompt="e2e whole layer")
+    history = run.history()
+    out["job"] = run.generate()
+    out["layers_with_preview"] = names(doc)
+    out["history_with_preview"] = run.history() - history
+    run.docker.apply_button.click()
+    pump(100)
+    out["layers"] = names(doc)
+    out["history_after_apply"] = run.history() - history
+    result = layer(doc, f"e2e whole layer (seed {out['job']['seed']})")
+    rb = result.bounds()
+    out["result_bounds"] = [rb.x(), rb.y(), rb.width(), rb.height()]
+    out["source_bounds"] = [bounds.x(), bounds.y(), bounds.width(), bounds.height()]
+    out["result_depth"] = result.colorDepth()
+    out["result_differs"] = pixels(result, doc) != before
+    out["source_untouched"] = pixels(source, doc) == before
+    run.app.action("edit_undo").trigger()
+    pump(300)
+    out["layers_after_undo"] = names(doc)
+    run.app.action("edit_redo").trigger()
+    pump(300)
+    out["layers_after_redo"] = names(doc)
+    # discard leaves nothing behind
+    run.docker.generate_button.click()
+    wait_until(lambda: not run.state.running)
+    run.docker.discard_button.click()
+    pump(100)
+    out["layers_after_discard"] = names(doc)
+    return out
+
+
+def scenario_selection(run: Run) -> dict[str, Any]:
+    doc = run.document("u8.png")
+    source = doc.activeNode()
+    before = pixels(source, doc)
+    mask = feathered_box(doc.width(), doc.height(), (30, 20, 60, 44), 8)
+    select(doc, mask)
+    read_back = bytes(doc.selection().pixelData(0, 0, doc.width(), doc.height()))
+    out: dict[str, Any] = {"selection_read_back": read_back == mask, "selected_pixels": sum(1 for m in mask if m)}
+    run.configure(source="selection", prompt="e2e selection")
+    out["job"] = run.generate()
+    run.docker.apply_button.click()
+    pump(100)
+    result = layer(doc, f"e2e selection (seed {out['job']['seed']})")
+    rb = result.bounds()
+    out["result_bounds"] = [rb.x(), rb.y(), rb.width(), rb.height()]
+    out["counts"] = compare(before, pixels(result, doc), mask, 4)
+    out["source_untouched"] = pixels(source, doc) == before
+    return out
+
+
+def scenario_background(run: Run) -> dict[str, Any]:
+    doc = run.document("u8.png")
+    source = doc.activeNode()
+    before = pixels(source, doc)
+    mask = feathered_box(doc.width(), doc.height(), (20, 16, 50, 40), 4)
+    select(doc, mask)
+    run.configure(source="background", prompt="e2e background")
+    out: dict[str, Any] = {"job": run.generate()}
+    run.docker.apply_button.click()
+    pump(100)
+    result = layer(doc, f"e2e background (seed {out['job']['seed']})")
+    inverted = mask.translate(bytes(255 - i for i in range(256)))
+    out["counts"] = compare(before, pixels(result, doc), inverted, 4)  # "kept" = the selected subject
+    out["source_untouched"] = pixels(source, doc) == before
+    run.app.action("deselect").trigger()
+    pump(100)
+    out["deselected"] = doc.selection() is None
+    return out
+
+
+def scenario_live(run: Run) -> dict[str, Any]:
+    doc = run.document("u8.png")
+    source = doc.activeNode()
+    original = pixels(source, doc)
+    controller = run.docker.controller
+    run.configure(source="layer", prompt="e2e live")
+    run.docker.live_canvas_check.setChecked(False)
+    jobs_before = len(controller.live_jobs)
+    run.docker.live_check.setChecked(True)
+    out: dict[str, Any] = {"live_on": controller.live.state.value, "timer": run.docker.live_timer.isActive()}
+    wait_until(lambda: controller.live.in_flight is not None, 10)
+    edits = 6
+    for i in range(edits):  # successive strokes, closer together than the debounce
+        patch = bytes([40 * i % 256, 200, 30 * i % 256, 255]) * (8 * 8)
+        source.setPixelData(QByteArray(patch), 4 + 6 * i, 4, 8, 8)
+        doc.refreshProjection()
+        pump(60)
+    final = pixels(source, doc)
+
+    def final_rendered() -> bool:
+        if controller.live.in_flight is not None or not controller.live_rendered:
+            return False
+        return controller.live_rendered[-1][0][1] == zlib.adler32(final)
+
+    out["last_state_rendered"] = wait_until(final_rendered)
+    out["edits"] = edits
+    out["jobs"] = len(controller.live_jobs) - jobs_before
+    out["view_shows_result"] = run.docker.live_view.pixmap() is not None and not run.docker.live_view.pixmap().isNull()
+    out["apply_enabled"] = run.docker.apply_button.isEnabled()
+    # one more stroke, then Live off while its job runs
+    source.setPixelData(QByteArray(bytes([1, 2, 3, 255]) * 64), 70, 40, 8, 8)
+    doc.refreshProjection()
+    out["job_started"] = wait_until(lambda: controller.live.in_flight is not None, 10)
+    job = controller.live.in_flight
+    run.docker.live_check.setChecked(False)
+    ends = ("JobCancelled", "JobResult", "JobFailed")
+    out["job_ended"] = wait_until(lambda: any(type(u).__name__ in ends and u.job_id == job for u in run.updates))
+    out["end"] = next((type(u).__name__ for u in run.updates if type(u).__name__ in ends and u.job_id == job), None)
+    out["live_off"] = controller.live.state.value
+    out["timer_after"] = run.docker.live_timer.isActive()
+    jobs_after = len(controller.live_jobs)
+    source.setPixelData(QByteArray(bytes([9, 9, 9, 255]) * 64), 80, 50, 8, 8)
+    doc.refreshProjection()
+    pump(1000)
+    out["jobs_after_off"] = len(controller.live_jobs) - jobs_after
+    source.setPixelData(QByteArray(original), 0, 0, doc.width(), doc.height())
+    doc.refreshProjection()
+    return out
+
+
+def scenario_u16(run: Run) -> dict[str, Any]:
+    doc = run.document("deep.png")
+    doc.setColorSpace("RGBA", "U16", "sRGB-elle-V2-g10.icc")
+    doc.waitForDone()
+    source = doc.activeNode()
+    width, height = doc.width(), doc.height()
+    deep = [((x * 1361) % 65536, (y * 1597) % 65536, 40000 + x + y, 65535) for y in range(height) for x in range(width)]
+    source.setPixelData(QByteArray(b"".join(struct.pack("=4H", *v) for v in deep)), 0, 0, width, height)
+    doc.refreshProjection()
+    before = pixels(source, doc)
+    out: dict[str, Any] = {"doc": [doc.colorModel(), doc.colorDepth(), doc.colorProfile(), source.colorDepth()]}
+    run.configure(source="layer", prompt="e2e sixteen")
+    out["whole"] = run.generate()
+    run.docker.apply_button.click()
+    pump(100)
+    whole = layer(doc, f"e2e sixteen (seed {out['whole']['seed']})")
+    out["whole_depth"] = whole.colorDepth()
+    out["whole_size"] = len(pixels(whole, doc)) == doc.width() * doc.height() * 8
+    # two boxes: their bounding box, which the bridge sends back, holds unselected pixels between them
+    first, second = (feathered_box(width, height, box, 3) for box in ((4, 4, 14, 14), (28, 20, 44, 36)))
+    mask = bytes(max(a, b) for a, b in zip(first, second, strict=True))
+    select(doc, mask)
+    run.configure(source="selection", prompt="e2e sixteen selection")
+    out["selection"] = run.generate()
+    run.docker.apply_button.click()
+    pump(100)
+    result = layer(doc, f"e2e sixteen selection (seed {out['selection']['seed']})")
+    out["counts"] = compare(before, pixels(result, doc), mask, 8)
+    out["source_untouched"] = pixels(source, doc) == before
+    run.app.action("deselect").trigger()
+    return out
+
+
+SCENARIOS = [scenario_whole_layer, scenario_selection, scenario_background, scenario_live, scenario_u16]
+
+
+def run_all() -> None:
+    results: dict[str, Any] = {}
+    try:
+        run = Run()
+        results["connected"] = wait_until(lambda: run.state.connection.value == "online", 30)
+        results["connection_text"] = run.state.connection_text
+        results["binding"] = sys.modules["img2img_bridge.qt"].BINDING
+        results["vendored"] = sys.modules["websockets"].__file__
+        results["documents"] = [[d.fileName(), d.colorDepth()] for d in run.app.documents()]
+        results["top_level_widgets"] = [type(w).__name__ + ":" + w.windowTitle() for w in QApplication.topLevelWidgets() if w.isVisible()]
+        for scenario in SCENARIOS:
+            started = time.monotonic()
+            try:
+                results[scenario.__name__] = scenario(run)
+            except Exception:
+                results[scenario.__name__] = {"error": traceback.format_exc()}
+            results[scenario.__name__]["seconds"] = round(time.monotonic() - started, 1)
+            if run.state.running:
+                run.docker.cancel_button.click()
+                wait_until(lambda: not run.state.running, 30)
+        run.docker.prompt_edit.setPlainText("persisted prompt")
+    except Exception:
+        results["error"] = traceback.format_exc()
+    app = Krita.instance()
+    for doc in app.documents():
+        doc.setModified(False)
+    with open(RESULT + ".part", "w") as fh:
+        json.dump(results, fh, indent=1)
+    os.replace(RESULT + ".part", RESULT)
+    app.action("file_quit").trigger()
+
+
+class Scenarios(Extension):
+    def setup(self) -> None:
+        if RESULT:
+            Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(500, run_all))
+
+    def createActions(self, window: Any) -> None:
+        pass
+
+
+Krita.instance().addExtension(Scenarios(Krita.instance()))

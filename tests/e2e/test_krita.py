@@ -1,0 +1,159 @@
+"""The Krita plug-in in real Krita 5.2 (GUI, under Xvfb, in the e2e chroot) against a real bridge with the tiny model.
+
+One Krita run drives every scenario (``krita_scenarios``) through the docker's own
+widgets and writes what it saw; the assertions are here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import chroot
+import pytest
+
+from bridge.install import install_krita
+
+HERE = Path(__file__).resolve().parent
+U8_SIZE = (96, 64)
+U16_SIZE = (48, 40)
+
+
+def write_png(path: Path, width: int, height: int, depth: int, pixel: Any) -> None:
+    """An RGBA PNG of ``depth`` bits whose pixel (x, y) is ``pixel(x, y)`` (four channel values)."""
+    code = "B" if depth == 8 else "H"
+    rows = b"".join(b"\x00" + b"".join(struct.pack(f">4{code}", *pixel(x, y)) for x in range(width)) for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, 6, 0, 0, 0)
+    # the sRGB chunk spares Krita's "which profile?" dialog, which would block a headless run
+    srgb = chunk(b"sRGB", b"\x00")
+    body = chunk(b"IHDR", header) + srgb + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+@pytest.fixture(scope="module")
+def krita_run(chroot_root: Path, bridge_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Install the plug-in and the scenarios in a fresh HOME, run Krita once, return the results."""
+    home = f"/tmp/krita-e2e-{tmp_path_factory.mktemp('k').name}"
+    host_home = chroot.ensure_home(chroot_root, home)
+    kritarc = host_home / ".config" / "kritarc"
+    install_krita(host_home / chroot.PYKRITA_DIR, enable=True, kritarc=kritarc)
+    with kritarc.open("a") as fh:
+        fh.write(f"\n[img2img_bridge]\nurl={bridge_url}\n")
+    chroot.install_pykrita_plugin(chroot_root, home=home, name="krita_scenarios", package=HERE / "krita_scenarios")
+    write_png(host_home / "u8.png", *U8_SIZE, 8, lambda x, y: ((x * 5) % 256, (y * 7) % 256, (x * y) % 256, 255))
+    # Krita asks for a profile when it opens a 16-bit PNG (a dialog that blocks the run): the scenario
+    # converts this one to 16-bit linear and paints 16-bit values into it instead
+    write_png(host_home / "deep.png", *U16_SIZE, 8, lambda x, y: (x, y, 200, 255))
+    out = f"{home}/scenarios.json"
+    started = time.monotonic()
+    res = chroot.krita_gui(
+        chroot_root,
+        home=home,
+        env={"IMG2IMG_KRITA_SCENARIOS": out},
+        timeout=420,
+        done_file=out,
+        files=[f"{home}/u8.png", f"{home}/deep.png"],
+    )
+    result_file = chroot.host_path(chroot_root, out)
+    assert result_file.exists(), "Krita wrote no results\n" + res.describe()
+    results: dict[str, Any] = json.loads(result_file.read_text())
+    results["_seconds"] = round(time.monotonic() - started, 1)
+    results["_python_errors"] = chroot.krita_python_errors(chroot_root, home)
+    results["_kritarc"] = kritarc.read_text()
+    results["_timed_out"] = res.timed_out
+    results["_krita_output"] = res.describe()[-3000:] if res.timed_out else ""
+    print(json.dumps(results, indent=1)[:20000])
+    chroot.safe_rmtree(host_home)
+    return results
+
+
+def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
+    facts = results[name]
+    assert "error" not in facts, facts["error"]
+    return dict(facts)
+
+
+def test_plugin_loads_connects_and_uses_its_vendored_libraries(krita_run: dict[str, Any]) -> None:
+    assert "error" not in krita_run, krita_run["error"]
+    assert krita_run["_python_errors"] == ""
+    assert not krita_run["_timed_out"], "Krita did not quit after file_quit"
+    assert krita_run["connected"] is True, krita_run["connection_text"]
+    assert krita_run["binding"] == "PyQt5"
+    assert "/pykrita/img2img_bridge/vendor/websockets/" in krita_run["vendored"]
+
+
+def test_whole_layer_result_is_one_undoable_layer_above_the_untouched_source(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_whole_layer")
+    assert facts["no_selection_error"].startswith("nothing is selected")
+    assert facts["job"]["ready"] and facts["job"]["error"] == ""
+    assert facts["job"]["seed"] == 1234
+    assert facts["layers_with_preview"] == ["Background", "[Preview]"]
+    name = "e2e whole layer (seed 1234)"
+    assert facts["layers"] == ["Background", name]  # right above its source
+    assert facts["history_with_preview"] == 1 and facts["history_after_apply"] == 1  # one undo step in all
+    assert facts["result_bounds"] == facts["source_bounds"] == [0, 0, *U8_SIZE]
+    assert facts["result_depth"] == "U8"
+    assert facts["result_differs"] is True
+    assert facts["source_untouched"] is True
+    assert facts["layers_after_undo"] == ["Background"]
+    assert facts["layers_after_redo"] == ["Background", name]
+    assert facts["layers_after_discard"] == ["Background", name]
+
+
+def test_feathered_selection_changes_nothing_outside_it(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_selection")
+    assert facts["selection_read_back"] is True  # 8-bit, feather kept
+    assert facts["job"]["ready"], facts["job"]["error"]
+    counts = facts["counts"]
+    assert counts["kept_changed"] == 0  # outside the selection: the source's own pixels, or nothing
+    assert counts["kept_same"] + counts["kept_empty"] == 96 * 64 - facts["selected_pixels"]
+    assert counts["regen_changed"] > 0
+    assert facts["result_bounds"] == [23, 13, 44, 38]  # the feathered box (30, 20)-(60, 44) plus its 7-pixel fade
+    assert facts["source_untouched"] is True
+
+
+def test_replace_background_keeps_the_selected_subject_exact(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_background")
+    assert facts["job"]["ready"], facts["job"]["error"]
+    counts = facts["counts"]
+    assert counts["kept_changed"] == 0 and counts["kept_empty"] == 0
+    assert counts["kept_same"] > 0 and counts["regen_changed"] > 0
+    assert facts["source_untouched"] is True
+    assert facts["deselected"] is True
+
+
+def test_live_mode_coalesces_edits_renders_the_last_state_and_stops_cleanly(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_live")
+    assert facts["live_on"] in ("running", "idle", "settling") and facts["timer"] is True
+    assert facts["last_state_rendered"] is True
+    assert 1 <= facts["jobs"] < facts["edits"]
+    assert facts["view_shows_result"] is True and facts["apply_enabled"] is True
+    assert facts["job_started"] is True and facts["job_ended"] is True
+    assert facts["end"] in ("JobCancelled", "JobResult")
+    assert facts["live_off"] == "off" and facts["timer_after"] is False
+    assert facts["jobs_after_off"] == 0
+
+
+def test_16bit_document_is_not_corrupted(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_u16")
+    assert facts["doc"] == ["RGBA", "U16", "sRGB-elle-V2-g10.icc", "U16"]  # linear light, as Krita makes 16-bit
+    assert facts["whole"]["ready"], facts["whole"]["error"]
+    assert facts["whole_depth"] == "U16" and facts["whole_size"] is True
+    assert facts["selection"]["ready"], facts["selection"]["error"]
+    counts = facts["counts"]
+    assert counts["kept_changed"] == 0 and counts["kept_same"] > 0  # unselected 16-bit values kept exactly exactly
+    assert counts["regen_changed"] > 0
+    assert facts["source_untouched"] is True
+
+
+def test_settings_persist_in_kritarc(krita_run: dict[str, Any]) -> None:
+    assert "[img2img_bridge]" in krita_run["_kritarc"]
+    assert "prompt=persisted prompt" in krita_run["_kritarc"]

@@ -1,0 +1,379 @@
+"""The controller with a fake canvas and a fake worker: the docker's behaviour without Krita or a bridge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from img2img_bridge import runner as r
+from img2img_bridge.controller import Connection, Controller, ViewState
+from img2img_bridge.jobs import JobSpec
+from img2img_bridge.live import LiveScheduler, LiveState
+from img2img_bridge.pixels import U8
+from img2img_bridge.settings import Settings, Source
+from img2img_bridge.sources import Capture, CaptureError
+
+from bridge import protocol as p
+from bridge.regions import Rect
+
+RECT = Rect(0, 0, 2, 2)
+
+
+@dataclass(frozen=True)
+class Place:
+    document: str
+    layer: str
+
+
+@dataclass
+class FakeCanvas:
+    pixels: bytes = bytes(16)
+    document: str | None = "doc"
+    layer: str = "Background"
+    error: str = ""
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    captures: int = 0
+
+    def active_document(self) -> object | None:
+        return self.document
+
+    def is_open(self, document: object) -> bool:
+        return document == self.document
+
+    def capture(self, source: Source, from_canvas: bool, document: object | None = None) -> Capture:
+        self.captures += 1
+        if self.error:
+            raise CaptureError(self.error)
+        return Capture(RECT, self.pixels, U8, None, target=Place(str(document or self.document), self.layer))
+
+    def show_preview(self, target: object, rect: Rect, pixels: bytes) -> None:
+        self.calls.append(("preview", target, rect, pixels))
+
+    def clear_preview(self, target: object) -> None:
+        self.calls.append(("clear", target))
+
+    def apply_result(self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool) -> None:
+        self.calls.append(("apply", target, name, rect, pixels, from_preview))
+
+    def kinds(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+@dataclass
+class FakeRunner:
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    specs: list[JobSpec] = field(default_factory=list)
+
+    def connect(self, url: str, token: str = "") -> None:
+        self.calls.append(("connect", url))
+
+    def submit(self, spec: JobSpec) -> None:
+        self.specs.append(spec)
+
+    def cancel(self, job_id: str) -> None:
+        self.calls.append(("cancel", job_id))
+
+    def list_models(self) -> None:
+        self.calls.append(("list_models",))
+
+    def load_model(self, name: str) -> None:
+        self.calls.append(("load_model", name))
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.calls.append(("close",))
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.canvas = FakeCanvas()
+        self.runner = FakeRunner()
+        self.settings = settings or Settings(prompt="a fox")
+        self.views: list[ViewState] = []
+        self.clock = Clock()
+        self.controller = Controller(
+            self.canvas, self.runner, lambda: self.settings, self.views.append, live=LiveScheduler(0.3, self.clock)
+        )
+
+    @property
+    def state(self) -> ViewState:
+        return self.controller.state
+
+    def online(self) -> None:
+        welcome = p.Welcome(
+            1,
+            "0.1.0",
+            "cpu",
+            p.ModelState("tiny", p.ModelStatus.READY),
+            p.Limits(),
+            (p.ModelInfo("tiny", "builtin"),),
+            (),
+        )
+        self.controller.handle([r.Connected(welcome)])
+
+    def result(self, job_id: str, seed: int = 9) -> r.JobResult:
+        return r.JobResult(job_id, RECT, b"R" * 16, seed, b"V" * 16, (2, 2))
+
+
+def test_connected_state_lists_the_models() -> None:
+    h = Harness()
+    h.controller.handle([r.Connecting("ws://x")])
+    assert h.state.connection is Connection.CONNECTING
+    h.online()
+    assert h.state.connection is Connection.ONLINE
+    assert h.state.models == ("tiny",) and h.state.model == "tiny"
+    assert "cpu" in h.state.connection_text
+
+
+def test_a_stored_model_choice_is_loaded_on_connect() -> None:
+    h = Harness(Settings(model="tiny"))
+    h.online()
+    assert ("load_model", "tiny") not in h.runner.calls  # already loaded
+    h.settings = Settings(model="other")
+    h.online()
+    assert ("load_model", "other") not in h.runner.calls  # the bridge does not have it
+    h.controller.select_model("other")
+    assert ("load_model", "other") in h.runner.calls
+
+
+def test_connection_failure_is_shown() -> None:
+    h = Harness()
+    h.controller.handle([r.ConnectFailed("could not reach the bridge; start it with: img2img-bridge serve")])
+    assert h.state.connection is Connection.OFFLINE
+    assert "img2img-bridge serve" in h.state.error
+
+
+def test_generate_streams_previews_and_waits_for_apply() -> None:
+    h = Harness()
+    h.online()
+    h.controller.generate()
+    assert h.state.running
+    (spec,) = h.runner.specs
+    assert spec.settings.prompt == "a fox" and not spec.live
+    h.controller.handle([r.JobProgress(spec.job_id, 0.5)])
+    assert h.state.progress == 0.5
+    target = Place("doc", "Background")
+    h.controller.handle([r.JobPreview(spec.job_id, RECT, b"1" * 16), r.JobPreview(spec.job_id, RECT, b"2" * 16)])
+    assert h.canvas.calls == [("preview", target, RECT, b"2" * 16)]  # only the newest of a batch is drawn
+    h.controller.handle([h.result(spec.job_id, seed=77)])
+    assert not h.state.running and h.state.result_ready and h.state.seed == 77
+    assert h.canvas.calls[-1] == ("preview", target, RECT, b"R" * 16)
+    h.controller.apply()
+    assert h.canvas.calls[-1] == ("apply", target, "a fox (seed 77)", RECT, b"R" * 16, True)
+    assert not h.state.result_ready
+    h.controller.apply()
+    assert h.canvas.kinds().count("apply") == 1
+
+
+def test_discard_removes_the_preview() -> None:
+    h = Harness()
+    h.online()
+    h.controller.generate()
+    job = h.runner.specs[0].job_id
+    h.controller.handle([h.result(job)])
+    h.controller.discard()
+    assert h.canvas.calls[-1] == ("clear", Place("doc", "Background"))
+    assert not h.state.result_ready
+
+
+def test_generating_again_reuses_the_preview_layer_of_the_same_place() -> None:
+    h = Harness()
+    h.online()
+    h.controller.generate()
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    h.controller.generate()
+    assert "clear" not in h.canvas.kinds()
+    h.controller.handle([h.result(h.runner.specs[1].job_id)])
+    h.canvas.layer = "Other"
+    h.controller.generate()
+    assert h.canvas.calls[-1] == ("clear", Place("doc", "Background"))
+
+
+def test_generating_from_the_canvas_removes_the_preview_first() -> None:
+    h = Harness(Settings(from_canvas=True))
+    h.online()
+    h.controller.generate()
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    captures = h.canvas.captures
+    h.controller.generate()
+    assert h.canvas.kinds()[-1] == "clear" and h.canvas.captures == captures + 1
+
+
+def test_cancel_sends_cancel_once_and_clears_on_cancelled() -> None:
+    h = Harness()
+    h.online()
+    h.controller.generate()
+    job = h.runner.specs[0].job_id
+    h.controller.cancel()
+    h.controller.cancel()
+    assert h.runner.calls.count(("cancel", job)) == 1
+    h.controller.handle([r.JobPreview(job, RECT, b"x" * 16)])  # late preview: not drawn
+    h.controller.handle([r.JobCancelled(job)])
+    assert h.canvas.kinds() == ["clear"]
+    assert not h.state.running and h.state.status == "Cancelled"
+
+
+def test_failures_show_the_bridges_message() -> None:
+    h = Harness()
+    h.online()
+    h.controller.generate()
+    h.controller.handle([r.JobFailed(h.runner.specs[0].job_id, "steps is 1000; it must be in [1, 100]")])
+    assert "steps is 1000" in h.state.error and not h.state.running
+
+
+def test_capture_errors_are_shown_and_nothing_is_sent() -> None:
+    h = Harness()
+    h.online()
+    h.canvas.error = "nothing is selected: select the part to regenerate first"
+    h.controller.generate()
+    assert h.runner.specs == []
+    assert h.state.error.startswith("nothing is selected")
+
+
+def test_generate_connects_first_when_offline() -> None:
+    h = Harness()
+    h.controller.generate()
+    assert h.runner.calls[0][0] == "connect" and len(h.runner.specs) == 1
+
+
+def test_updates_of_unknown_jobs_are_ignored() -> None:
+    h = Harness()
+    h.online()
+    h.controller.handle([h.result("nobody"), r.JobPreview("nobody", RECT, b"")])
+    assert h.canvas.calls == [] and not h.state.result_ready
+
+
+def live_harness(**settings: Any) -> Harness:
+    h = Harness(Settings(prompt="live", **settings))
+    h.online()
+    h.controller.set_live(True)
+    assert h.state.live is LiveState.IDLE
+    return h
+
+
+def test_live_sends_the_first_state_then_only_settled_changes() -> None:
+    h = live_harness()
+    h.controller.tick()
+    (first,) = h.runner.specs
+    assert first.live and first.settings.fixed_seed  # one seed for the whole live session
+    assert h.state.live is LiveState.RUNNING
+    for value in (1, 2, 3):  # three edits while the job runs
+        h.canvas.pixels = bytes([value]) * 16
+        h.clock.now += 0.1
+        h.controller.tick()
+    assert len(h.runner.specs) == 1
+    h.controller.handle([h.result(first.job_id)])
+    h.controller.tick()
+    assert len(h.runner.specs) == 1  # the last edit is not yet still for 0.3 s
+    h.clock.now += 0.3
+    h.controller.tick()
+    assert len(h.runner.specs) == 2
+    last = h.runner.specs[-1]
+    assert last.capture.pixels == bytes([3]) * 16 and last.settings.seed == first.settings.seed
+    h.controller.handle([h.result(last.job_id)])
+    assert h.controller.live_rendered[-1] == h.controller.live_jobs[last.job_id]
+    assert h.state.live_image == (b"V" * 16, 2, 2) and h.state.result_ready
+
+
+def test_live_results_stay_off_the_canvas_unless_asked() -> None:
+    h = live_harness()
+    h.controller.tick()
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    assert h.canvas.calls == []
+    h2 = live_harness(live_on_canvas=True)
+    h2.controller.tick()
+    h2.controller.handle([h2.result(h2.runner.specs[0].job_id)])
+    assert h2.canvas.kinds() == ["preview"]
+    h2.controller.set_live(False)
+    assert h2.canvas.kinds() == ["preview", "clear"]
+
+
+def test_live_on_canvas_is_ignored_when_reading_the_canvas() -> None:
+    h = live_harness(live_on_canvas=True, from_canvas=True)  # the preview would feed back into the source
+    h.controller.tick()
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    assert h.canvas.calls == []
+
+
+def test_live_apply_adds_a_new_layer_and_live_goes_on() -> None:
+    h = live_harness(live_on_canvas=True)
+    h.controller.tick()
+    h.controller.handle([h.result(h.runner.specs[0].job_id, seed=5)])
+    h.controller.apply()
+    assert h.canvas.calls[-1] == ("apply", Place("doc", "Background"), "live (seed 5)", RECT, b"R" * 16, False)
+    assert h.state.live is not LiveState.OFF
+
+
+def test_a_settings_change_renders_again() -> None:
+    h = live_harness()
+    h.controller.tick()
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    h.settings = Settings(prompt="live, at night")
+    h.controller.tick()
+    h.clock.now += 0.3
+    h.controller.tick()
+    assert [s.settings.prompt for s in h.runner.specs] == ["live", "live, at night"]
+
+
+def test_turning_live_off_cancels_the_job_in_flight_and_stops_sending() -> None:
+    h = live_harness()
+    h.controller.tick()
+    job = h.runner.specs[0].job_id
+    h.controller.set_live(False)
+    assert ("cancel", job) in h.runner.calls
+    assert h.state.live is LiveState.OFF
+    h.controller.handle([h.result(job)])  # arrives after live was turned off: not shown
+    assert h.state.live_image is None
+    h.canvas.pixels = b"\x01" * 16
+    h.clock.now += 5
+    h.controller.tick()
+    assert len(h.runner.specs) == 1
+
+
+def test_live_stops_when_its_image_closes() -> None:
+    h = live_harness()
+    h.canvas.document = None
+    h.controller.tick()
+    assert h.state.live is LiveState.OFF and "closed" in h.state.status
+
+
+def test_live_needs_an_open_image() -> None:
+    h = Harness()
+    h.canvas.document = None
+    h.controller.set_live(True)
+    assert h.state.live is LiveState.OFF and "open an image" in h.state.error
+
+
+def test_live_capture_errors_are_shown_once_and_cleared() -> None:
+    h = live_harness()
+    h.canvas.error = "nothing is selected"
+    h.controller.tick()
+    h.controller.tick()
+    assert [v.error for v in h.views].count("nothing is selected") == 1
+    h.canvas.error = ""
+    h.controller.tick()
+    assert h.state.error == "" and len(h.runner.specs) == 1
+
+
+def test_generate_is_refused_while_live() -> None:
+    h = live_harness()
+    h.controller.generate()
+    assert h.runner.specs == []
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_close_stops_everything(running: bool) -> None:
+    h = live_harness()
+    if running:
+        h.controller.tick()
+    h.controller.close()
+    assert h.state.live is LiveState.OFF
+    assert ("close",) in h.runner.calls
+    assert [c[0] for c in h.runner.calls].count("cancel") == (1 if running else 0)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from img2img_bridge.jobs import PREVIEW_SIZE, JobSpec, build_request, result_layer_name
+from img2img_bridge.pixels import U8
+from img2img_bridge.settings import Settings
+from img2img_bridge.sources import Capture
+
+from bridge import protocol as p
+from bridge.regions import Rect
+
+
+def capture(mask: bytes | None = None) -> Capture:
+    return Capture(Rect(10, 20, 2, 1), bytes(8), U8, mask)
+
+
+def test_request_carries_the_settings_and_the_converted_pixels() -> None:
+    settings = Settings(prompt="fox", negative_prompt="blur", strength=0.3, steps=9, fixed_seed=True, seed=5)
+    spec = JobSpec.new(capture(), settings)
+    request = build_request(spec, bytes(range(8)))
+    assert request.job_id == spec.job_id
+    assert (request.image.width, request.image.height, request.image.data) == (2, 1, bytes(range(8)))
+    assert (request.prompt, request.negative_prompt, request.strength, request.steps, request.seed) == (
+        "fox",
+        "blur",
+        0.3,
+        9,
+        5,
+    )
+    assert request.mask is None
+    assert request.preview.every == 1 and request.preview.max_size == PREVIEW_SIZE
+    assert request.live is False
+    request.validate(p.Limits())
+    assert p.decode_client_message(p.encode(request)) == request
+
+
+def test_selection_jobs_send_their_mask() -> None:
+    request = build_request(JobSpec.new(capture(bytes([0, 255])), Settings()), bytes(8))
+    assert request.mask == p.Mask(2, 1, bytes([0, 255]))
+    assert request.seed is None
+
+
+def test_live_jobs_use_live_steps_and_skip_previews() -> None:
+    request = build_request(JobSpec.new(capture(), Settings(steps=30, live_steps=4), live=True), bytes(8))
+    assert (request.live, request.steps, request.preview.every) == (True, 4, 0)
+
+
+def test_each_job_gets_its_own_id() -> None:
+    assert JobSpec.new(capture(), Settings()).job_id != JobSpec.new(capture(), Settings()).job_id
+
+
+def test_layer_names_come_from_prompt_and_seed() -> None:
+    assert result_layer_name("a  red\nfox", 42) == "a red fox (seed 42)"
+    assert result_layer_name("", 7) == "img2img (seed 7)"
+    long = result_layer_name("word " * 30, 1)
+    assert long.endswith("… (seed 1)") and len(long) < 60
