@@ -53,6 +53,19 @@ def connect(bridge: RunningBridge) -> Iterator[Callable[..., BridgeClient]]:
 
 
 @pytest.fixture(scope="session")
-def bridge_url(bridge: RunningBridge) -> str:
-    """The shared bridge's websocket URL; processes in the e2e chroot reach it too (same loopback)."""
-    return bridge.url
+def bridge_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tiny-model bridge's websocket URL; processes in the e2e chroot reach it too (same loopback).
+
+    Where the server's dependencies are missing (the Python 3.10 run of the client and plug-in tests),
+    the bridge runs as a subprocess of the project's venv instead (IMG2IMG_SERVER_PYTHON).
+    """
+    try:
+        import aiohttp  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        from tests.served import serve
+
+        with serve("--model", "tiny", "--device", "cpu", log_dir=tmp_path_factory.mktemp("bridge-log")) as served:
+            yield served.url
+        return
+    yield request.getfixturevalue("bridge").url
