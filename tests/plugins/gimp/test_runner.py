@@ -15,8 +15,6 @@ from img2img_gimp.source import Source
 from bridge.client import START_HINT
 from bridge.regions import Rect
 
-pytest.importorskip("aiohttp", reason="the real bridge needs the server's dependencies")  # absent on plug-in-only Pythons
-
 from .fakes import FakeCanvas, QueueLoop
 
 AREA = Rect(30, 40, 64, 48)  # the sent area, in image coordinates
