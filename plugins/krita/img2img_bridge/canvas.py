@@ -68,17 +68,13 @@ class KritaCanvas:
         canvas = Rect(0, 0, doc.width(), doc.height())
         content = canvas if from_canvas else _rect(node.bounds())
         selection = doc.selection() if source is not Source.LAYER else None
-        selection_rect = (
-            None if selection is None else Rect(selection.x(), selection.y(), selection.width(), selection.height())
-        )
+        selection_rect = None if selection is None else Rect(selection.x(), selection.y(), selection.width(), selection.height())
         rect = plan_rect(source, canvas, content, selection_rect)
         selected = None if selection is None else bytes(selection.pixelData(rect.x, rect.y, rect.width, rect.height))
         mask = region_mask(source, selected)
         pixels = bytes(holder.pixelData(rect.x, rect.y, rect.width, rect.height))
         if len(pixels) != rect.width * rect.height * fmt.pixel_bytes:
-            raise CaptureError(
-                f"Krita returned {len(pixels)} bytes for a {rect.width}x{rect.height} {fmt.describe()} region"
-            )
+            raise CaptureError(f"Krita returned {len(pixels)} bytes for a {rect.width}x{rect.height} {fmt.describe()} region")
         return Capture(rect, pixels, fmt, mask, target=Target(doc, node, color_space))
 
     def show_preview(self, target: object, rect: Rect, pixels: bytes) -> None:

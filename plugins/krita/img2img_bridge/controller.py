@@ -171,9 +171,7 @@ class Controller:
             return
         name = result_layer_name(result.prompt, result.seed)
         live = self.live.state is not LiveState.OFF
-        self._canvas.apply_result(
-            result.target, name, result.rect, result.pixels, from_preview=result.on_canvas and not live
-        )
+        self._canvas.apply_result(result.target, name, result.rect, result.pixels, from_preview=result.on_canvas and not live)
         self._result = None
         self._publish(result_ready=False, status="Applied as a new layer", error="")
 
@@ -322,13 +320,9 @@ class Controller:
                 self._canvas.show_preview(self._job_target, update.rect, update.pixels)
         elif isinstance(update, r.JobResult):
             self._canvas.show_preview(self._job_target, update.rect, update.pixels)
-            self._result = _Result(
-                self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, on_canvas=True
-            )
+            self._result = _Result(self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, on_canvas=True)
             self._end_job()
-            self._publish(
-                result_ready=True, seed=update.seed, status="Done: Apply keeps it as a new layer", progress=1.0
-            )
+            self._publish(result_ready=True, seed=update.seed, status="Done: Apply keeps it as a new layer", progress=1.0)
         elif isinstance(update, r.JobFailed):
             self._canvas.clear_preview(self._job_target)
             self._end_job()

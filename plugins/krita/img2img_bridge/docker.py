@@ -58,9 +58,7 @@ class ImageView(QtWidgets.QLabel):
     def _rescale(self) -> None:
         if self._image is None:
             return
-        scaled = self._image.scaled(
-            self.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-        )
+        scaled = self._image.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
         self.setPixmap(QPixmap.fromImage(scaled))
 
 

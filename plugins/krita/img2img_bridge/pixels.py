@@ -73,9 +73,7 @@ def pixel_format(model: str, depth: str, profile: str = "") -> PixelFormat:
     try:
         parsed = Depth(depth)
     except ValueError:
-        raise UnsupportedFormat(
-            f"the color depth {depth!r} is not supported; use 8 or 16 bit integer or 16 or 32 bit float"
-        ) from None
+        raise UnsupportedFormat(f"the color depth {depth!r} is not supported; use 8 or 16 bit integer or 16 or 32 bit float") from None
     name = profile.lower()
     return PixelFormat(parsed, linear="g10" in name or "linear" in name)
 

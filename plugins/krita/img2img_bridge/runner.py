@@ -142,9 +142,7 @@ class _Job:
 class JobRunner:
     """One worker thread per docker; every public method returns at once and may be called from any thread."""
 
-    def __init__(
-        self, deliver: Callable[[Update], None], *, client_factory: ClientFactory = BridgeClient, name: str = "krita"
-    ) -> None:
+    def __init__(self, deliver: Callable[[Update], None], *, client_factory: ClientFactory = BridgeClient, name: str = "krita") -> None:
         self._deliver = deliver
         self._client_factory = client_factory
         self._name = name
@@ -312,17 +310,13 @@ class JobRunner:
         rgba = px.scale_nearest(small, event.image.width, event.image.height, rect.width, rect.height)
         if capture.mask is not None:
             rgba = px.clear_where_unmasked(rgba, crop(capture.mask, capture.rect.width, rect, 1), 4)
-        return JobPreview(
-            job.spec.job_id, rect.translate(capture.rect.x, capture.rect.y), px.from_rgba8(rgba, capture.fmt)
-        )
+        return JobPreview(job.spec.job_id, rect.translate(capture.rect.x, capture.rect.y), px.from_rgba8(rgba, capture.fmt))
 
     def _result(self, job: _Job, event: p.Result) -> JobResult:
         capture = job.spec.capture
         rect = Rect(event.x, event.y, event.image.width, event.image.height)
         if rect.intersect(Rect(0, 0, capture.rect.width, capture.rect.height)) != rect:
-            raise ValueError(
-                f"the result's rectangle {rect} lies outside the {capture.rect.width}x{capture.rect.height} image sent"
-            )
+            raise ValueError(f"the result's rectangle {rect} lies outside the {capture.rect.width}x{capture.rect.height} image sent")
         rgba = event.image.raw_rgba()
         pixels = px.from_rgba8(rgba, capture.fmt)
         if capture.mask is not None:

@@ -45,9 +45,7 @@ def check_node_type(node_type: str, from_canvas: bool) -> None:
     if from_canvas or node_type == "paintlayer":
         return
     kind = node_type.replace("layer", " layer").replace("mask", " mask") if node_type else "not a layer"
-    raise CaptureError(
-        f"the active layer is a {kind}; select a paint layer, or tick 'Visible canvas' to use all layers"
-    )
+    raise CaptureError(f"the active layer is a {kind}; select a paint layer, or tick 'Visible canvas' to use all layers")
 
 
 def plan_rect(source: Source, canvas: Rect, content: Rect, selection: Rect | None) -> Rect:

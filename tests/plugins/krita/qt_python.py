@@ -36,8 +36,6 @@ def run_with(binding: str, script: str, vendor: Path, timeout: float = 60.0) -> 
     prologue = f"import sys\nsys.path[:0] = [{str(vendor)!r}, {str(PLUGIN_DIR)!r}]\nimport {binding}.QtCore\n"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("IMG2IMG_QT_BINDING", None)
-    proc = subprocess.run(
-        [qt_python(), "-c", prologue + script], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    proc = subprocess.run([qt_python(), "-c", prologue + script], capture_output=True, text=True, timeout=timeout, env=env, check=False)
     assert proc.returncode == 0, f"{binding} script failed:\n{proc.stdout}\n{proc.stderr}"
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
