@@ -7,6 +7,7 @@ previews and cancellation go through the ``JobHooks`` it is given.
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from collections import OrderedDict
@@ -109,10 +110,15 @@ class Engine:
         factors, bias = _LATENT_RGB[model.family]
         self._latent_rgb = torch.tensor(factors, dtype=torch.float32, device=self.device)
         self._latent_rgb_bias = torch.tensor(bias, dtype=torch.float32, device=self.device)
-        # the full VAE stays in float32 where its config says fp16 overflows (SDXL's)
-        self._upcast_vae = self.dtype == torch.float16 and bool(getattr(self.pipe.vae.config, "force_upcast", False))
+        # SDXL's VAE overflows in float16 unless its config says otherwise (diffusers' SDXL pipelines do the same);
+        # SD 1.x/2.x VAEs run in float16 whatever their force_upcast default says
+        self._upcast_vae = (
+            self.dtype == torch.float16 and model.family == "sdxl" and bool(getattr(self.pipe.vae.config, "force_upcast", False))
+        )
         if self._upcast_vae:
             self.pipe.vae.to(dtype=torch.float32)
+        # some schedulers (PNDM, SD 1.5's published default) take no generator in step()
+        self._step_takes_generator = "generator" in inspect.signature(self.pipe.scheduler.step).parameters
         self._pinned: dict[tuple[int, ...], Any] = {}
         self._graphed: Any = None
         if cuda_graphs and self.device.type == "cuda":
@@ -195,7 +201,7 @@ class Engine:
         masked_latents = None
         if region_mask is not None:
             mask_small = imaging.pad_edges(imaging.resize_gray(region_mask, ws.width, ws.height), ws.padded_width, ws.padded_height)
-            mask_t = torch.from_numpy(np.ascontiguousarray(mask_small)).to(self.device, torch.float32)[None, None] / 255.0
+            mask_t = torch.from_numpy(np.require(mask_small, requirements=["C", "W"])).to(self.device, torch.float32)[None, None] / 255.0
             latent_mask = torch.nn.functional.interpolate(mask_t, size=image_latents.shape[-2:], mode="bilinear").to(self.dtype)
             if self.model.inpaint_unet:
                 binary = (mask_t >= 0.5).to(self.dtype)
@@ -243,7 +249,8 @@ class Engine:
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + request.guidance * (cond - uncond)
-                out = scheduler.step(noise_pred, t, latents, generator=generator, return_dict=True)
+                step_args = {"generator": generator} if self._step_takes_generator else {}
+                out = scheduler.step(noise_pred, t, latents, return_dict=True, **step_args)
                 latents = out.prev_sample
                 predicted = getattr(out, "pred_original_sample", None)
                 if predicted is None:
@@ -281,7 +288,7 @@ class Engine:
 
     def _to_tensor(self, rgb: np.ndarray) -> Any:
         torch = self.torch
-        host = torch.from_numpy(np.ascontiguousarray(rgb))
+        host = torch.from_numpy(np.require(rgb, requirements=["C", "W"]))  # torch wants writable memory
         if self.device.type == "cuda":
             staging = self._pinned_buffer(tuple(host.shape))
             staging.copy_(host)

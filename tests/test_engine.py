@@ -227,3 +227,20 @@ def test_sdxl_family_with_and_without_guidance(tmp_path_factory: pytest.TempPath
     inner = mask[box.y : box.bottom, box.x : box.right]
     assert (inner == 0).any()
     assert np.array_equal(image.pixels[inner == 0], pixels[box.y : box.bottom, box.x : box.right][inner == 0])
+
+
+@pytest.mark.parametrize(
+    "scheduler_name", ["PNDMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler"]
+)
+def test_other_schedulers_models_ship_with(tiny: LoadedModel, scheduler_name: str) -> None:
+    import diffusers
+
+    original = tiny.img2img.scheduler
+    tiny.img2img.scheduler = getattr(diffusers, scheduler_name).from_config(original.config)
+    try:
+        hooks = Hooks()
+        (image,) = Engine(tiny).run(generate(noise_image(64, 64), steps=10, strength=0.5, preview=p.PreviewSettings(every=1)), hooks)
+    finally:
+        tiny.img2img.scheduler = original
+    assert image.pixels.shape == (64, 64, 4)
+    assert hooks.steps and hooks.frames
