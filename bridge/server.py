@@ -29,6 +29,7 @@ from .models import LoadedModel, ModelError, ModelSpec, load, resolve
 log = logging.getLogger("img2img_bridge")
 
 _SERVER_ENCODINGS = (p.Encoding.RAW, p.Encoding.ZLIB, p.Encoding.PNG, p.Encoding.JPEG)
+_VIEW_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Connection:
         self.name = "?"
         self.encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS
         self.jobs: dict[str, Job] = {}
-        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue()
         self.closed = False
 
     def send(self, message: p.Message) -> None:
@@ -74,7 +75,8 @@ class Connection:
 
     def send_frame(self, frame: bytes) -> None:
         if not self.closed:
-            self._outbox.put_nowait(frame)
+            # asyncio slices the unsent rest of a large frame: a view makes that free
+            self._outbox.put_nowait(memoryview(frame) if len(frame) >= _VIEW_BYTES else frame)
 
     @property
     def backlog(self) -> int:
@@ -92,9 +94,10 @@ class Connection:
             if frame is None or self.ws.closed:
                 return
             try:
-                await self.ws.send_bytes(frame)
+                await self.ws.send_bytes(frame)  # type: ignore[arg-type]  # aiohttp takes any bytes-like
             except (ConnectionError, RuntimeError):
                 return
+            del frame  # a layer-sized frame must not stay alive until the next one
 
     def stop(self) -> None:
         self.closed = True
@@ -445,29 +448,36 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
         async for msg in ws:
             if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 continue
-            try:
-                message = p.decode_client_message(msg.data)
-                if isinstance(message, p.Hello):
-                    greeted = _greet(bridge, conn, message)
-                    if not greeted:
-                        break
-                elif not greeted:
-                    raise p.ProtocolError(p.ErrorCode.HANDSHAKE_REQUIRED, "send 'hello' first")
-                else:
-                    _dispatch(bridge, conn, message)
-            except p.ProtocolError as exc:
-                conn.send(p.Error.from_exception(exc))
-            except ModelError as exc:
-                conn.send(p.Error(code=exc.code, message=exc.message))
-            except Exception as exc:  # a bug of ours must cost one message, not the connection
-                log.exception("message from %s failed", conn.name)
-                conn.send(p.Error(code=p.ErrorCode.INTERNAL, message=f"the bridge failed on this message: {exc.__class__.__name__}: {exc}"))
+            state = _receive(bridge, conn, msg.data, greeted)
+            del msg  # a layer-sized request must not stay alive until the next message
+            if state is None:
+                break
+            greeted = state
     finally:
         bridge.disconnect(conn)
         await sender
         if not ws.closed:
             await ws.close()
     return ws
+
+
+def _receive(bridge: Bridge, conn: Connection, data: bytes | str, greeted: bool) -> bool | None:
+    """Handle one frame; returns whether the client has said hello, or None when the connection must close."""
+    try:
+        message = p.decode_client_message(data)
+        if isinstance(message, p.Hello):
+            return True if _greet(bridge, conn, message) else None
+        if not greeted:
+            raise p.ProtocolError(p.ErrorCode.HANDSHAKE_REQUIRED, "send 'hello' first")
+        _dispatch(bridge, conn, message)
+    except p.ProtocolError as exc:
+        conn.send(p.Error.from_exception(exc))
+    except ModelError as exc:
+        conn.send(p.Error(code=exc.code, message=exc.message))
+    except Exception as exc:  # a bug of ours must cost one message, not the connection
+        log.exception("message from %s failed", conn.name)
+        conn.send(p.Error(code=p.ErrorCode.INTERNAL, message=f"the bridge failed on this message: {exc.__class__.__name__}: {exc}"))
+    return greeted
 
 
 def _greet(bridge: Bridge, conn: Connection, hello: p.Hello) -> bool:
