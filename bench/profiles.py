@@ -1,0 +1,119 @@
+"""What each benchmark profile runs: models, job settings, sizes and repetitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """One img2img request, the same for the raw pipeline, the engine and the round trip."""
+
+    side: int
+    steps: int
+    strength: float
+    guidance: float
+    seed: int = 1
+    prompt: str = "a red fox in the snow, oil painting"
+    preview_every: int = 0
+    preview_max: int = 256
+    live: bool = False
+
+    @property
+    def denoising_steps(self) -> int:
+        return max(1, min(int(self.steps * self.strength), self.steps))
+
+    def with_previews(self, every: int = 1) -> JobSettings:
+        return replace(self, preview_every=every)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """A model to compare on: ``job`` at the model's own resolution, ``live`` a live-painting frame."""
+
+    name: str  # "tiny", or an architecture from bench/architectures.py
+    job: JobSettings
+    live: JobSettings
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    device: str
+    models: tuple[ModelCase, ...]
+    job_rounds: int
+    transport_sides: tuple[int, ...]
+    transport_rounds: int
+    # variants over the vendored pure-Python client: "client patches|server patches"
+    transport_variants: tuple[str, ...]
+    native_variants: tuple[str, ...]
+    bare_stack: bool
+    memory_variants: tuple[str, ...]
+    encoding_sides: tuple[int, ...] = (256, 512, 2048)
+
+    def quick(self) -> Profile:
+        """The CI smoke run: every kind of measurement once or twice, on 512² and 4096² layers only."""
+        return replace(
+            self,
+            name=self.name + "-quick",
+            job_rounds=2,
+            transport_sides=(512, 4096),
+            transport_rounds=1,
+            transport_variants=(SHIPPED,),
+            native_variants=(SHIPPED,),
+            bare_stack=False,
+            memory_variants=(SHIPPED,),
+            encoding_sides=(512,),
+        )
+
+
+SHIPPED = "shipped|shipped"
+#: the lower bound of what masking costs: not RFC 6455 (see client_patches)
+ZERO_MASK = "zero-mask|shipped"
+#: progress events throttled, for whole jobs (see server_patches)
+JOB_PROTOTYPE = "shipped|progress-throttle"
+
+CPU = Profile(
+    name="cpu",
+    device="cpu",
+    models=(
+        ModelCase(
+            name="tiny",
+            job=JobSettings(side=128, steps=20, strength=0.75, guidance=7.0),
+            live=JobSettings(side=512, steps=8, strength=0.5, guidance=7.0, preview_every=1, live=True),
+        ),
+    ),
+    job_rounds=15,
+    transport_sides=(512, 2048, 4096),
+    transport_rounds=7,
+    transport_variants=(SHIPPED, ZERO_MASK),
+    native_variants=(SHIPPED,),
+    bare_stack=True,
+    memory_variants=(SHIPPED,),
+)
+
+GPU = Profile(
+    name="gpu",
+    device="cuda",
+    models=(
+        ModelCase(
+            name="sd15",
+            job=JobSettings(side=512, steps=20, strength=0.75, guidance=7.5),
+            live=JobSettings(side=512, steps=8, strength=0.5, guidance=7.5, preview_every=1, live=True),
+        ),
+        ModelCase(
+            name="sd-turbo",
+            job=JobSettings(side=512, steps=4, strength=0.5, guidance=0.0),
+            live=JobSettings(side=512, steps=4, strength=0.5, guidance=0.0, preview_every=1, live=True),
+        ),
+    ),
+    job_rounds=7,
+    transport_sides=(512, 2048, 4096),
+    transport_rounds=5,
+    transport_variants=(SHIPPED, ZERO_MASK),
+    native_variants=(SHIPPED,),
+    bare_stack=True,
+    memory_variants=(SHIPPED,),
+)
+
+PROFILES = {"cpu": CPU, "gpu": GPU}

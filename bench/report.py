@@ -1,0 +1,156 @@
+"""Headline figures from the raw samples, and the text report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .profiles import SHIPPED, ZERO_MASK
+from .timing import ratio
+
+MIB = 1 << 20
+
+
+def _median(samples: dict[str, Any], case: str, key: str = "wall_ms", stat: str = "median") -> float:
+    found = samples.get(case, {}).get(key)
+    return float(found[stat]) if found else float("nan")
+
+
+def model_figures(model: dict[str, Any]) -> dict[str, float]:
+    """Ratios and preview costs for one model (medians over rounds; the round trip uses the pure-Python client)."""
+    jobs, lives, alone = model["job_samples"], model["live_samples"], model["alone_samples"]
+    raw, engine, trip = _median(jobs, "raw"), _median(jobs, "engine"), _median(jobs, "roundtrip")
+    engine_previews, trip_previews = _median(jobs, "engine_previews"), _median(jobs, "roundtrip_previews")
+    n_engine = _median(jobs, "engine_previews", "previews")
+    n_trip = _median(jobs, "roundtrip_previews", "previews")
+    return {
+        "raw_ms": round(raw, 2),
+        "engine_ms": round(engine, 2),
+        "roundtrip_ms": round(trip, 2),
+        "roundtrip_native_ms": round(_median(jobs, "roundtrip_native"), 2),
+        "roundtrip_over_raw": ratio(trip, raw),
+        "engine_over_raw": ratio(engine, raw),
+        "roundtrip_over_engine": ratio(trip, engine),
+        "roundtrip_native_over_engine": ratio(_median(jobs, "roundtrip_native"), engine),
+        "roundtrip_throttled_ms": round(_median(jobs, "roundtrip_throttled"), 2),
+        "roundtrip_throttled_over_engine": ratio(_median(jobs, "roundtrip_throttled"), engine),
+        "raw_alone_ms": round(_median(alone, "raw"), 2),
+        "engine_alone_ms": round(_median(alone, "engine"), 2),
+        "engine_over_raw_alone": ratio(_median(alone, "engine"), _median(alone, "raw")),
+        # the fastest round of each: less exposed to other work on a shared machine
+        "roundtrip_over_raw_min": ratio(_median(jobs, "roundtrip", stat="min"), _median(jobs, "raw", stat="min")),
+        "engine_over_raw_min": ratio(_median(jobs, "engine", stat="min"), _median(jobs, "raw", stat="min")),
+        "roundtrip_over_engine_min": ratio(_median(jobs, "roundtrip", stat="min"), _median(jobs, "engine", stat="min")),
+        "engine_previews_ms": round(engine_previews, 2),
+        "roundtrip_previews_ms": round(trip_previews, 2),
+        "roundtrip_over_engine_with_previews": ratio(trip_previews, engine_previews),
+        "previews_engine": n_engine,
+        "previews_roundtrip": n_trip,
+        "engine_per_preview_ms": round((engine_previews - engine) / n_engine, 2) if n_engine else float("nan"),
+        "per_preview_ms": round((trip_previews - trip) / n_trip, 2) if n_trip else float("nan"),
+        "first_preview_ms": round(_median(lives, "roundtrip", "first_preview_ms"), 2),
+        "engine_first_preview_ms": round(_median(lives, "engine", "first_preview_ms"), 2),
+        "live_engine_ms": round(_median(lives, "engine"), 2),
+        "live_roundtrip_ms": round(_median(lives, "roundtrip"), 2),
+        "live_roundtrip_over_engine": ratio(_median(lives, "roundtrip"), _median(lives, "engine")),
+        "live_client_cpu_ms": round(_median(lives, "roundtrip", "cpu_ms"), 2),
+        "live_roundtrip_throttled_ms": round(_median(lives, "roundtrip_throttled"), 2),
+        "live_client_cpu_ms_throttled": round(_median(lives, "roundtrip_throttled", "cpu_ms"), 2),
+        "first_preview_ms_throttled": round(_median(lives, "roundtrip_throttled", "first_preview_ms"), 2),
+    }
+
+
+def _transport(transport: dict[str, Any], side: int, case: str, key: str = "wall_ms") -> float:
+    entry = transport["sides"].get(str(side))
+    return _median(entry["samples"], case, key) if entry else float("nan")
+
+
+def transport_figures(transport: dict[str, Any]) -> dict[str, float]:
+    shipped = f"pure {SHIPPED}"
+    figures = {
+        "transport_4096_ms": round(_transport(transport, 4096, shipped), 1),
+        "transport_4096_ms_zero_mask": round(_transport(transport, 4096, f"pure {ZERO_MASK}"), 1),
+        "transport_4096_native_ms": round(_transport(transport, 4096, f"native {SHIPPED}"), 1),
+        "client_cpu_ms_512": round(_transport(transport, 512, shipped, "cpu_ms"), 2),
+        "transport_512_ms": round(_transport(transport, 512, shipped), 2),
+    }
+    memory = transport["memory"]
+    shipped_memory = memory["variants"].get(SHIPPED, {})
+    for end in ("client", "server"):
+        extra = shipped_memory.get(f"{end}_peak_extra_bytes")
+        figures[f"peak_{end}_4096_x"] = round(extra / memory["bytes"], 2) if extra is not None else float("nan")
+    return figures
+
+
+def _fmt(value: float, unit: str = "") -> str:
+    return "n/a" if value != value else f"{value:.1f}{unit}"
+
+
+def text(results: dict[str, Any]) -> str:
+    lines = [
+        f"img2img-bridge benchmark, profile {results['profile']}, {results['date']}",
+        f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, {results['machine'].get('gpu', 'no GPU')}, "
+        f"python {results['machine']['python']}; load average at start {results['machine']['load_average_at_start']}",
+        f"memory: a fresh 64 MiB buffer costs {results['machine']['fresh_copy_64mib_ms']} ms to fill, "
+        f"a warm one {results['machine']['warm_copy_64mib_ms']} ms",
+    ]
+    for name, model in results["models"].items():
+        job, live, fig = model["job"], model["live"], model["figures"]
+        jobs = model["job_samples"]
+        lines += [
+            "",
+            f"model {name}: {job['side']}x{job['side']}, {job['steps']} steps x strength {job['strength']}, guidance {job['guidance']}",
+            f"  (a) raw diffusers call            {_fmt(fig['raw_ms'], ' ms')}   (min {_fmt(jobs['raw']['wall_ms']['min'])})",
+            f"  (b) engine in-process             {_fmt(fig['engine_ms'], ' ms')}   (min {_fmt(jobs['engine']['wall_ms']['min'])})",
+            f"  (c) round trip, pure-Python client {_fmt(fig['roundtrip_ms'], ' ms')}   (min {_fmt(jobs['roundtrip']['wall_ms']['min'])})",
+            f"      round trip, client with C speedups {_fmt(fig['roundtrip_native_ms'], ' ms')}",
+            f"      round trip, pure-Python client, progress throttled {_fmt(fig['roundtrip_throttled_ms'], ' ms')} "
+            f"(x{fig['roundtrip_throttled_over_engine']} of (b))",
+            f"  (c)/(a) {fig['roundtrip_over_raw']}   (b)/(a) {fig['engine_over_raw']}   (c)/(b) {fig['roundtrip_over_engine']}   "
+            f"(fastest rounds: {fig['roundtrip_over_raw_min']}, {fig['engine_over_raw_min']}, {fig['roundtrip_over_engine_min']})",
+            f"  (a) and (b) interleaved on their own: {_fmt(fig['raw_alone_ms'], ' ms')} and {_fmt(fig['engine_alone_ms'], ' ms')}, "
+            f"(b)/(a) {fig['engine_over_raw_alone']}",
+            f"  previews every step: engine {_fmt(fig['engine_previews_ms'], ' ms')} ({fig['previews_engine']:.0f} previews), "
+            f"round trip {_fmt(fig['roundtrip_previews_ms'], ' ms')} ({fig['previews_roundtrip']:.0f} previews); "
+            f"per preview: engine {_fmt(fig['engine_per_preview_ms'], ' ms')}, round trip {_fmt(fig['per_preview_ms'], ' ms')}",
+            f"  live {live['side']}x{live['side']} ({live['steps']} steps x {live['strength']}, previews every step): "
+            f"engine {_fmt(fig['live_engine_ms'], ' ms')}, round trip {_fmt(fig['live_roundtrip_ms'], ' ms')} "
+            f"(x{fig['live_roundtrip_over_engine']}); first preview: engine {_fmt(fig['engine_first_preview_ms'], ' ms')}, "
+            f"round trip {_fmt(fig['first_preview_ms'], ' ms')}; client CPU {_fmt(fig['live_client_cpu_ms'], ' ms')}",
+            f"    with progress throttled: round trip {_fmt(fig['live_roundtrip_throttled_ms'], ' ms')}, "
+            f"first preview {_fmt(fig['first_preview_ms_throttled'], ' ms')}, "
+            f"client CPU {_fmt(fig['live_client_cpu_ms_throttled'], ' ms')}",
+        ]
+    transport = results["transport"]
+    lines += ["", "transport: RGBA layer through the bridge and back (echo engine); wall ms median (min), MiB/s both ways, client CPU ms"]
+    for side, entry in transport["sides"].items():
+        lines.append(f"  {side}x{side}:")
+        for case, by_key in entry["samples"].items():
+            wall = by_key["wall_ms"]["median"]
+            rate = 2 * entry["bytes"] / MIB / (wall / 1000) if wall else float("nan")
+            low = by_key["wall_ms"]["min"]
+            lines.append(f"    {case:78s} {wall:8.1f} ({low:7.1f}) ms {rate:6.0f} MiB/s  cpu {by_key['cpu_ms']['median']:7.1f}")
+    memory = transport["memory"]
+    lines.append(
+        f"  memory, {memory['side']}x{memory['side']}, in multiples of the layer ({memory['bytes'] / MIB:.0f} MiB): "
+        "peak extra client / server; kept after the trip client / server"
+    )
+    for variant, figures in memory["variants"].items():
+        peak = [_ratio_text(figures[f"{end}_peak_extra_bytes"], memory["bytes"]) for end in ("client", "server")]
+        kept = [_ratio_text(figures[f"{end}_retained_bytes"], memory["bytes"]) for end in ("client", "server")]
+        lines.append(f"    {variant:78s} {' / '.join(peak)};  {' / '.join(kept)}")
+    for variant, rows in results.get("timelines", {}).items():
+        lines += [
+            "",
+            f"timeline of one {transport['memory']['side']}x{transport['memory']['side']} round trip, {variant}: start ms, duration ms",
+        ]
+        lines += [f"  {row['start_ms']:8.1f} {row['ms']:8.1f}  {row['stage']}" for row in rows]
+    lines += ["", "encodings (a smooth synthetic picture): size of raw, encode ms (server), decode ms, pays on links slower than"]
+    for name, row in results["encodings"].items():
+        pays = "" if row["pays_below_mib_s"] is None else f"{row['pays_below_mib_s']:8.1f} MiB/s"
+        lines.append(f"  {name:12s} {row['of_raw']:6.3f}  {row['encode_ms']:8.2f}  {row['decode_ms']:8.2f}  {pays}")
+    lines += ["", "headline: " + ", ".join(f"{k}={v}" for k, v in results["headline"].items())]
+    return "\n".join(lines)
+
+
+def _ratio_text(value: int | None, size: int) -> str:
+    return "n/a" if value is None else f"{value / size:.2f}x"
