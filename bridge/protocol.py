@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 import msgpack
 
@@ -88,10 +88,11 @@ class ProtocolError(Exception):
 # --- value objects ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Image:
-    """RGBA 8-bit pixels, row-major, no padding (or their encoded form)."""
+_R = TypeVar("_R", bound="_Raster")
 
+
+@dataclass(frozen=True)
+class _Raster:
     width: int
     height: int
     data: wire.Piece  # bytes when received; the sender may hand over a view of its own pixels
@@ -101,7 +102,7 @@ class Image:
         return {"width": self.width, "height": self.height, "encoding": self.encoding.value, "data": self.data}
 
     @classmethod
-    def from_wire(cls, raw: Any, name: str) -> Image:
+    def from_wire(cls: type[_R], raw: Any, name: str) -> _R:
         obj = _map(raw, name)
         return cls(
             width=_int(obj, "width", name),
@@ -109,6 +110,11 @@ class Image:
             data=_bytes(obj, "data", name),
             encoding=_enum(obj, "encoding", name, Encoding, Encoding.RAW),
         )
+
+
+@dataclass(frozen=True)
+class Image(_Raster):
+    """RGBA 8-bit pixels, row-major, no padding (or their encoded form)."""
 
     def raw_rgba(self) -> bytes:
         """The pixels as raw RGBA bytes; RAW and ZLIB only (others need an imaging library)."""
@@ -116,26 +122,8 @@ class Image:
 
 
 @dataclass(frozen=True)
-class Mask:
+class Mask(_Raster):
     """8-bit grayscale, one byte per pixel: 0 keeps, 255 regenerates, values between blend."""
-
-    width: int
-    height: int
-    data: bytes
-    encoding: Encoding = Encoding.RAW
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "encoding": self.encoding.value, "data": self.data}
-
-    @classmethod
-    def from_wire(cls, raw: Any, name: str) -> Mask:
-        obj = _map(raw, name)
-        return cls(
-            width=_int(obj, "width", name),
-            height=_int(obj, "height", name),
-            data=_bytes(obj, "data", name),
-            encoding=_enum(obj, "encoding", name, Encoding, Encoding.RAW),
-        )
 
     def raw_gray(self) -> bytes:
         return decode_plain(self.data, self.encoding, self.width * self.height, "mask")
