@@ -122,8 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text(results))
     print(f"\n({results['seconds']} s)")
     if args.json:
-        args.json.write_text(json.dumps({**results["headline"], "machine": results["machine"], "results": results}, indent=1) + "\n")
+        figures = {**results["headline"], "machine": results["machine"], "results": results}
+        args.json.write_text(json.dumps(_json_safe(figures), indent=1, allow_nan=False) + "\n")
     return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a figure that could not be measured) as null: strict JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _say(text: str) -> None:
