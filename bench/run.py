@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                     bridge = running.bridge
                     _say(f"{case.name}: raw pipeline, engine and round trip")
                     engine = suites.wait_ready(bridge)
-                    worker = bridge._gpu  # the server's engine thread: every torch call stays on it
+                    worker = bridge.engine_thread
                     raw_pipe = worker.submit(load, resolve(model), device).result().img2img
                     measured = suites.compare_model(case, raw_pipe, engine, worker, running.url, pure, native, profile.job_rounds)
                     del raw_pipe
