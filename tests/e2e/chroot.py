@@ -566,7 +566,9 @@ def krita_gui(
         "E2E_PY_ERRORS": f"{home.rstrip('/')}/{KRITA_ERRORS}",
     }
     full_env.update(env or {})
-    argv = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash", *files]
+    # xvfb-run -a only looks at lock files inside the chroot; X servers bind abstract sockets shared with the
+    # host, and killed runs leave lock files behind: pick a display that is free on both sides
+    argv = ["xvfb-run", "-n", str(free_display(root)), "-s", "-screen 0 1280x1024x24", "krita", "--nosplash", *files]
     return run_in_chroot(
         root,
         argv,
@@ -576,6 +578,19 @@ def krita_gui(
         done_file=done_file,
         grace=grace,
     )
+
+
+def free_display(root: Path, first: int = 120, last: int = 999) -> int:
+    """An X display number with no lock file (in the chroot or the host) and no bound socket."""
+    try:
+        sockets = Path("/proc/net/unix").read_text()
+    except OSError:
+        sockets = ""
+    for number in range(first + os.getpid() % 200, last):
+        locked = (root / "tmp" / f".X{number}-lock").exists() or Path(f"/tmp/.X{number}-lock").exists()
+        if not locked and f"/tmp/.X11-unix/X{number}\n" not in sockets:
+            return number
+    raise RuntimeError("no free X display number")
 
 
 def krita_python_errors(root: Path, home: str) -> str:
