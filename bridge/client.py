@@ -11,7 +11,6 @@ crossing threads.
 
 from __future__ import annotations
 
-import queue
 import threading
 import uuid
 from collections.abc import Iterator
@@ -364,21 +363,3 @@ def _safe_call(callback: Callable[[p.Message | Disconnected], None], event: p.Me
         import traceback
 
         traceback.print_exc()
-
-
-class EventQueue:
-    """A thread-safe queue of events, for hosts that poll from their main loop."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[p.Message | Disconnected] = queue.SimpleQueue()
-
-    def put(self, event: p.Message | Disconnected) -> None:
-        self._queue.put(event)
-
-    def drain(self) -> list[p.Message | Disconnected]:
-        events: list[p.Message | Disconnected] = []
-        while True:
-            try:
-                events.append(self._queue.get_nowait())
-            except queue.Empty:
-                return events

@@ -393,7 +393,3 @@ class Engine:
         ids = [neg_ids, pos_ids] if do_cfg else [pos_ids]
         time_ids = torch.tensor(ids, device=self.device, dtype=self.dtype)
         return {"text_embeds": embeds[1], "time_ids": time_ids}
-
-
-def random_seed() -> int:
-    return random.randrange(2**32)
