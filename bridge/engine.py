@@ -147,6 +147,15 @@ class Engine:
         for _ in self.run(request, _Quiet()):
             pass
 
+    def settings(self, request: p.Generate) -> tuple[int, float, float]:
+        """Steps, guidance and strength for ``request``: what it asks for, the model's recipe where it left them unset."""
+        steps, guidance, strength = self.model.recipe.settings(request.live)
+        return (
+            steps if request.steps is None else request.steps,
+            guidance if request.guidance is None else request.guidance,
+            strength if request.strength is None else request.strength,
+        )
+
     def prepare(self, request: p.Generate) -> _Prepared:
         """Decode and check the inputs; raises ProtocolError before any GPU work."""
         source = imaging.decode_rgba(request.image)
@@ -184,7 +193,8 @@ class Engine:
         torch = self.torch
         started = time.perf_counter()
         fast = request.live and self.model.tiny_vae is not None
-        do_cfg = request.guidance > 1.0
+        steps, guidance, strength = self.settings(request)
+        do_cfg = guidance > 1.0
 
         # 1. the region the model sees, scaled to its working size and padded to what the UNet needs
         region = job.region
@@ -222,9 +232,9 @@ class Engine:
         for index in range(request.count):
             seed = (base_seed + index) % 2**32
             t1 = time.perf_counter()
-            scheduler.set_timesteps(request.steps, device=self.device)
-            keep = max(1, min(int(request.steps * request.strength), request.steps))
-            start = (request.steps - keep) * scheduler.order
+            scheduler.set_timesteps(steps, device=self.device)
+            keep = max(1, min(int(steps * strength), steps))
+            start = (steps - keep) * scheduler.order
             timesteps = scheduler.timesteps[start:]
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(start)
@@ -248,7 +258,7 @@ class Engine:
                     noise_pred = self.pipe.unet(model_in, t, encoder_hidden_states=embeds[0], added_cond_kwargs=added, return_dict=False)[0]
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
-                    noise_pred = uncond + request.guidance * (cond - uncond)
+                    noise_pred = uncond + guidance * (cond - uncond)
                 step_args = {"generator": generator} if self._step_takes_generator else {}
                 out = scheduler.step(noise_pred, t, latents, return_dict=True, **step_args)
                 latents = out.prev_sample

@@ -100,6 +100,7 @@ class LoadedModel:
     inpaint_unet: bool
     device: str
     dtype: Any
+    recipe: p.Recipe
 
     @property
     def state(self) -> p.ModelState:
@@ -109,6 +110,7 @@ class LoadedModel:
             message="built-in test model: random weights, its output is noise" if self.test_model else "",
             test_model=self.test_model,
             inpaint=self.inpaint_unet,
+            recipe=self.recipe,
         )
 
 
@@ -158,18 +160,32 @@ def load(spec: ModelSpec, device: str, on_progress: Callable[[float, str], None]
     resolution = int(img2img.unet.config.sample_size) * int(img2img.vae_scale_factor)
     meta = _bridge_meta(location)
     tiny_vae = _load_tiny_vae(location, family, device, dtype)
+    resolution = int(meta.get("resolution", resolution))
+    recipe = p.Recipe(
+        steps=20,
+        guidance=7.0,
+        strength=0.5,
+        live_steps=4,
+        live_strength=0.5,
+        resolution=resolution,
+        scheduler=type(img2img.scheduler).__name__,
+        inpaint=inpaint_unet,
+        family=family,
+        kind=family,
+    )
     report(1.0, "ready")
     return LoadedModel(
         spec=spec,
         img2img=img2img,
         inpaint=inpaint,
         family=family,
-        resolution=int(meta.get("resolution", resolution)),
+        resolution=resolution,
         test_model=bool(meta.get("test_model", False)),
         tiny_vae=tiny_vae,
         inpaint_unet=inpaint_unet,
         device=device,
         dtype=dtype,
+        recipe=recipe,
     )
 
 

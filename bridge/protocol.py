@@ -202,20 +202,81 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How a model wants to be driven; a ``generate`` that leaves steps, guidance or strength unset gets these.
+
+    ``steps`` is the full schedule: img2img runs about ``steps × strength`` of it (at least one step).
+    ``guidance`` ≤ 1 means classifier-free guidance is off (distilled turbo/LCM/Lightning models).
+    """
+
+    steps: int
+    guidance: float
+    strength: float
+    live_steps: int
+    live_strength: float
+    resolution: int  # the model's native side in pixels
+    scheduler: str = ""  # the diffusers scheduler class the bridge runs it with
+    inpaint: bool = False  # a 9-channel inpainting UNet
+    family: str = ""  # "sd" or "sdxl"
+    kind: str = ""  # what the bridge took it for, e.g. "sd-turbo", "sd15", "sdxl-lightning"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_wire(cls, raw: Any, name: str) -> Recipe:
+        obj = _map(raw, name)
+        return cls(
+            steps=_int(obj, "steps", name),
+            guidance=_float(obj, "guidance", name),
+            strength=_float(obj, "strength", name),
+            live_steps=_int(obj, "live_steps", name),
+            live_strength=_float(obj, "live_strength", name),
+            resolution=_int(obj, "resolution", name),
+            scheduler=_str(obj, "scheduler", name, ""),
+            inpaint=_bool(obj, "inpaint", name, False),
+            family=_str(obj, "family", name, ""),
+            kind=_str(obj, "kind", name, ""),
+        )
+
+    def settings(self, live: bool) -> tuple[int, float, float]:
+        """Steps, guidance and strength for an ordinary or a live job."""
+        if live:
+            return self.live_steps, self.guidance, self.live_strength
+        return self.steps, self.guidance, self.strength
+
+
+def _opt_recipe(obj: dict[str, Any], key: str, prefix: str) -> Recipe | None:
+    raw = obj.get(key)
+    return None if raw is None else Recipe.from_wire(raw, _path(prefix, key))
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """One model the bridge can load: ``name`` is what ``load_model`` takes."""
 
     name: str
     source: str  # "builtin", "hub", "folder" or "file"
     test_model: bool = False
+    recipe: Recipe | None = None  # None: known once the model is loaded
 
     def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "test_model": self.test_model}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "test_model": self.test_model,
+            "recipe": None if self.recipe is None else self.recipe.to_wire(),
+        }
 
     @classmethod
     def from_wire(cls, raw: Any, name: str) -> ModelInfo:
         obj = _map(raw, name)
-        return cls(name=_str(obj, "name", name), source=_str(obj, "source", name, ""), test_model=_bool(obj, "test_model", name, False))
+        return cls(
+            name=_str(obj, "name", name),
+            source=_str(obj, "source", name, ""),
+            test_model=_bool(obj, "test_model", name, False),
+            recipe=_opt_recipe(obj, "recipe", name),
+        )
 
 
 @dataclass(frozen=True)
@@ -228,6 +289,9 @@ class ModelState:
     test_model: bool = False
     inpaint: bool = False
     progress: float | None = None
+    recipe: Recipe | None = None  # the loaded model's recipe, once it is ready
+    downloaded: int | None = None  # bytes of the model downloaded so far, while downloading
+    download_size: int | None = None  # bytes to download in all, when known
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -237,6 +301,9 @@ class ModelState:
             "test_model": self.test_model,
             "inpaint": self.inpaint,
             "progress": self.progress,
+            "recipe": None if self.recipe is None else self.recipe.to_wire(),
+            "downloaded": self.downloaded,
+            "download_size": self.download_size,
         }
 
     @classmethod
@@ -249,6 +316,9 @@ class ModelState:
             test_model=_bool(obj, "test_model", name, False),
             inpaint=_bool(obj, "inpaint", name, False),
             progress=_opt_float(obj, "progress", name),
+            recipe=_opt_recipe(obj, "recipe", name),
+            downloaded=_opt_int(obj, "downloaded", name),
+            download_size=_opt_int(obj, "download_size", name),
         )
 
 
@@ -297,9 +367,10 @@ class Generate(Message):
     prompt: str
     negative_prompt: str = ""
     mask: Mask | None = None
-    strength: float = 0.5
-    steps: int = 20
-    guidance: float = 7.0
+    # None: the model's recipe (its live recipe for live jobs); see Recipe
+    strength: float | None = None
+    steps: int | None = None
+    guidance: float | None = None
     seed: int | None = None
     count: int = 1
     preview: PreviewSettings = field(default_factory=PreviewSettings)
@@ -336,9 +407,9 @@ class Generate(Message):
                 mask=None if mask_raw is None else Mask.from_wire(mask_raw, "mask"),
                 prompt=_str(obj, "prompt", None),
                 negative_prompt=_str(obj, "negative_prompt", None, ""),
-                strength=_float(obj, "strength", None, 0.5),
-                steps=_int(obj, "steps", None, 20),
-                guidance=_float(obj, "guidance", None, 7.0),
+                strength=_opt_float(obj, "strength", None),
+                steps=_opt_int(obj, "steps", None),
+                guidance=_opt_float(obj, "guidance", None),
                 seed=_opt_int(obj, "seed", None),
                 count=_int(obj, "count", None, 1),
                 preview=PreviewSettings() if preview_raw is None else PreviewSettings.from_wire(preview_raw, "preview"),
@@ -389,9 +460,12 @@ class Generate(Message):
             raise ProtocolError(
                 ErrorCode.INVALID_FIELD, f"negative_prompt is longer than {limits.max_prompt_chars} characters", field="negative_prompt"
             )
-        _check_range("strength", self.strength, 0.0, 1.0, low_open=True)
-        _check_range("steps", self.steps, 1, limits.max_steps)
-        _check_range("guidance", self.guidance, 0.0, 30.0)
+        if self.strength is not None:
+            _check_range("strength", self.strength, 0.0, 1.0, low_open=True)
+        if self.steps is not None:
+            _check_range("steps", self.steps, 1, limits.max_steps)
+        if self.guidance is not None:
+            _check_range("guidance", self.guidance, 0.0, 30.0)
         _check_range("count", self.count, 1, limits.max_count)
         if self.seed is not None:
             _check_range("seed", self.seed, 0, 2**32 - 1)
@@ -578,6 +652,10 @@ class Result(Message):
     y: int
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    # the settings this variation actually ran with (the request's, or the model's recipe where it left them unset)
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
 
     @property
     def last(self) -> bool:
@@ -594,6 +672,9 @@ class Result(Message):
             "y": self.y,
             "seed": self.seed,
             "timings": dict(self.timings),
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "strength": self.strength,
         }
 
     @classmethod
@@ -610,6 +691,9 @@ class Result(Message):
             y=_int(obj, "y", None),
             seed=_int(obj, "seed", None),
             timings={str(k): float(v) for k, v in timings.items()},
+            steps=_opt_int(obj, "steps", None),
+            guidance=_opt_float(obj, "guidance", None),
+            strength=_opt_float(obj, "strength", None),
         )
 
 

@@ -348,6 +348,7 @@ class Bridge:
         outcome = "done"
         try:
             prepared = job.prepared if job.prepared_by is engine else None
+            steps, guidance, strength = engine.settings(request)
             for generated in engine.run(request, hooks, prepared):
                 hooks.flush()
                 encoding = request.result_encoding if request.result_encoding is not p.Encoding.JPEG else p.Encoding.PNG
@@ -362,6 +363,9 @@ class Bridge:
                         y=generated.rect.y,
                         seed=generated.seed,
                         timings=generated.timings,
+                        steps=steps,
+                        guidance=guidance,
+                        strength=strength,
                     )
                 )
         except JobCancelled:

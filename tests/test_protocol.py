@@ -9,6 +9,10 @@ import pytest
 from bridge import protocol as p
 
 RGBA_2X2 = bytes(range(16))
+TURBO = p.Recipe(
+    steps=4, guidance=0.0, strength=0.5, live_steps=1, live_strength=0.5, resolution=512,
+    scheduler="EulerAncestralDiscreteScheduler", inpaint=False, family="sd", kind="sd-turbo",
+)  # fmt: skip
 
 SAMPLES: dict[str, p.Message] = {
     "hello": p.Hello(client="krita-plugin/0.1", protocol=1, encodings=(p.Encoding.RAW, p.Encoding.PNG)),
@@ -34,22 +38,36 @@ SAMPLES: dict[str, p.Message] = {
         protocol=1,
         server_version="0.1.0",
         device="cpu",
-        model=p.ModelState(name="tiny", status=p.ModelStatus.READY, message="noise", test_model=True, inpaint=False, progress=None),
+        model=p.ModelState(
+            name="tiny", status=p.ModelStatus.READY, message="noise", test_model=True, inpaint=False, progress=None, recipe=TURBO
+        ),
         limits=p.Limits(max_pixels=1024 * 1024, max_side=2048, max_steps=50, max_count=4, max_prompt_chars=500),
-        models=(p.ModelInfo("tiny", "builtin", test_model=True), p.ModelInfo("sd15.safetensors", "file")),
+        models=(p.ModelInfo("tiny", "builtin", test_model=True, recipe=TURBO), p.ModelInfo("sd15.safetensors", "file")),
         encodings=(p.Encoding.RAW, p.Encoding.ZLIB, p.Encoding.PNG, p.Encoding.JPEG),
     ),
     "queued": p.Queued(job_id="job-1", position=2),
     "progress": p.Progress(job_id="job-1", index=1, step=3, steps=10),
     "preview": p.Preview(job_id="job-1", index=0, step=3, steps=10, image=p.Image(1, 1, b"\x01\x02\x03\xff"), x=4, y=5, width=6, height=7),
     "result": p.Result(
-        job_id="job-1", index=2, count=3, image=p.Image(2, 2, b"png bytes", p.Encoding.PNG), x=8, y=9, seed=77, timings={"total_ms": 12.5}
+        job_id="job-1",
+        index=2,
+        count=3,
+        image=p.Image(2, 2, b"png bytes", p.Encoding.PNG),
+        x=8,
+        y=9,
+        seed=77,
+        timings={"total_ms": 12.5},
+        steps=4,
+        guidance=0.0,
+        strength=0.5,
     ),
     "error": p.Error(code=p.ErrorCode.SIZE_MISMATCH, message="image.data has 3 bytes", job_id="job-1", field="image.data"),
     "cancelled": p.Cancelled(job_id="job-1"),
     "models": p.Models(
         models=(p.ModelInfo("tiny", "builtin", test_model=True),),
-        current=p.ModelState(name="tiny", status=p.ModelStatus.LOADING, message="loading tiny", progress=0.4),
+        current=p.ModelState(
+            name="sd-turbo", status=p.ModelStatus.LOADING, message="downloading", progress=0.4, downloaded=1 << 30, download_size=5 << 30
+        ),
     ),
     "model_status": p.ModelStatusEvent(model=p.ModelState(name=None, status=p.ModelStatus.NO_MODEL, message="start with --model")),
 }
@@ -111,6 +129,35 @@ def test_generate_defaults_fill_absent_optional_fields() -> None:
         pack({"type": "generate", "job_id": "j", "prompt": "", "image": {"width": 1, "height": 1, "data": b"abcd"}})
     )
     assert decoded == p.Generate(job_id="j", image=p.Image(1, 1, b"abcd"), prompt="")
+
+
+def test_unset_steps_guidance_and_strength_mean_the_recipe() -> None:
+    request = p.Generate(job_id="j", image=p.Image(1, 1, b"abcd"), prompt="")
+    wire = msgpack.unpackb(p.encode(request), raw=False)
+    assert (wire["steps"], wire["guidance"], wire["strength"]) == (None, None, None)
+    assert p.decode_client_message(p.encode(request)) == request
+    request.validate(p.Limits())
+
+
+def test_a_recipe_gives_ordinary_and_live_settings() -> None:
+    assert TURBO.settings(live=False) == (4, 0.0, 0.5)
+    assert TURBO.settings(live=True) == (1, 0.0, 0.5)
+
+
+def test_a_model_without_a_recipe_decodes_to_none() -> None:
+    wire = SAMPLES["welcome"].to_wire()
+    del wire["models"][0]["recipe"]
+    del wire["model"]["recipe"]
+    decoded = p.decode_server_message(pack(wire))
+    assert isinstance(decoded, p.Welcome)
+    assert decoded.models[0].recipe is None and decoded.model.recipe is None
+
+
+def test_a_bad_recipe_names_its_field() -> None:
+    wire = SAMPLES["welcome"].to_wire()
+    wire["models"][0]["recipe"]["live_steps"] = "one"
+    error = decode_error(wire, p.SERVER_MESSAGES)
+    assert (error.code, error.field) == (p.ErrorCode.INVALID_FIELD, "models.recipe.live_steps")
 
 
 def test_hello_skips_encodings_it_does_not_know() -> None:
