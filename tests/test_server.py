@@ -18,6 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from bridge import protocol as p
 from bridge.client import BridgeClient, ClientError, Disconnected, new_job_id
+from bridge.models import scan_models_dir
 from bridge.server import ServerConfig
 from tests.bridge_server import RunningBridge, free_port, running_bridge
 
@@ -437,19 +438,25 @@ def test_client_explains_when_no_bridge_runs() -> None:
     assert "img2img-bridge serve" in caught.value.message
 
 
-def test_a_model_that_fails_to_load_is_an_error_not_a_dead_server(model_cache: object, tmp_path: Path) -> None:
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
+def model_states(events: Events, until: p.ModelStatus, name: str) -> list[p.ModelState]:
+    """The model states broadcast until ``name`` reaches ``until``."""
+    states: list[p.ModelState] = []
+    while not states or (states[-1].status, states[-1].name) != (until, name):
+        states.append(events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model)
+    return states
+
+
+def test_a_model_that_fails_to_load_leaves_the_previous_one_serving(model_cache: object, tmp_path: Path) -> None:
+    broken = tmp_path / "models" / "broken-model"
+    broken.mkdir(parents=True)
     (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
-    with running_bridge(ServerConfig(model="tiny", device="cpu")) as server:
+    catalog = tuple(scan_models_dir(tmp_path / "models"))
+    with running_bridge(ServerConfig(model="tiny", device="cpu", catalog=catalog)) as server:
         events = Events()
         with BridgeClient(server.url, on_event=events) as client:
-            client.load_model(str(broken))
-            state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
-            while state.status is p.ModelStatus.LOADING:
-                state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
-            assert state.status is p.ModelStatus.ERROR
-            assert "could not load" in state.message
-            outcome = client.run(request(photo(32, 32)), timeout=TIMEOUT)
-            assert outcome.error is not None and outcome.error.code is p.ErrorCode.NO_MODEL
-            assert server.health()["status"] == "error"
+            client.load_model("broken-model")
+            failed = model_states(events, p.ModelStatus.ERROR, "broken-model")[-1]
+            assert "could not load" in failed.message
+            model_states(events, p.ModelStatus.READY, "tiny")
+            assert client.run(request(photo(32, 32), steps=1), timeout=TIMEOUT).ok
+            assert server.health()["status"] == "ready"
