@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import queue
 import threading
+import zlib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -332,6 +335,27 @@ def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
         ("empty mask", variant(mask={"width": 8, "height": 8, "data": b"\x00" * 64}), p.ErrorCode.INVALID_FIELD, "mask"),
         ("encoding", variant(image=dict(image, encoding="webp")), p.ErrorCode.INVALID_FIELD, "image.encoding"),
         ("corrupt png", variant(image=dict(image, encoding="png", data=b"not a png")), p.ErrorCode.INVALID_FIELD, "image.data"),
+        ("png of another size", variant(image=dict(image, encoding="png", data=_png(4, 4))), p.ErrorCode.SIZE_MISMATCH, "image.data"),
+        ("corrupt zlib", variant(image=dict(image, encoding="zlib", data=b"xx")), p.ErrorCode.INVALID_FIELD, "image.data"),
+        (
+            "zlib bomb",
+            variant(image=dict(image, encoding="zlib", data=zlib.compress(bytes(64 << 20)))),
+            p.ErrorCode.SIZE_MISMATCH,
+            "image.data",
+        ),
+        ("short zlib", variant(image=dict(image, encoding="zlib", data=zlib.compress(bytes(10)))), p.ErrorCode.SIZE_MISMATCH, "image.data"),
+        (
+            "cut zlib",
+            variant(image=dict(image, encoding="zlib", data=zlib.compress(bytes(256))[:-6])),
+            p.ErrorCode.INVALID_FIELD,
+            "image.data",
+        ),
+        (
+            "zlib mask bomb",
+            variant(mask={"width": 8, "height": 8, "encoding": "zlib", "data": zlib.compress(b"\xff" * (8 << 20))}),
+            p.ErrorCode.SIZE_MISMATCH,
+            "mask.data",
+        ),  # fmt: skip
         ("count", variant(count=99), p.ErrorCode.INVALID_FIELD, "count"),
         ("cancel unknown", msgpack.packb({"type": "cancel", "job_id": "nope"}), p.ErrorCode.UNKNOWN_JOB, "job_id"),
         ("load unknown model", msgpack.packb({"type": "load_model", "model": "!!"}), p.ErrorCode.UNKNOWN_MODEL, None),
@@ -339,6 +363,12 @@ def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
 
 
 _DROP = object()
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGBA", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(("frame", "code", "field"), [case[1:] for case in _bad_wire()], ids=[case[0] for case in _bad_wire()])
@@ -352,6 +382,9 @@ def test_bad_input_is_answered_and_the_connection_stays_usable(
     assert error.code is code, error.message
     assert error.field == field
     assert error.message
+    sent = msgpack.unpackb(frame, raw=False) if code is not p.ErrorCode.BAD_MESSAGE else None
+    if isinstance(sent, dict) and sent.get("type") == "generate":
+        assert error.job_id == sent.get("job_id")  # every refusal of a job names it, so its waiter ends
     assert client.run(request(photo(32, 32), steps=1), timeout=TIMEOUT).ok
 
 
