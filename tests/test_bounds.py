@@ -120,31 +120,34 @@ def test_connections_beyond_the_cap_are_refused(model_cache: object) -> None:
 
 def test_a_connection_that_never_says_hello_is_closed(model_cache: object) -> None:
     with running_bridge(bounded(hello_timeout=0.3)) as server:
-        with ws_connect(server.url, proxy=None) as ws:
-            with pytest.raises(ConnectionClosed) as caught:
-                ws.recv(timeout=TIMEOUT)
+        with ws_connect(server.url, proxy=None) as ws, pytest.raises(ConnectionClosed) as caught:
+            ws.recv(timeout=TIMEOUT)
         assert caught.value.rcvd is not None
         assert caught.value.rcvd.code == 1008 and "no hello" in caught.value.rcvd.reason
 
 
 def test_a_tcp_connection_that_sends_no_request_is_closed(model_cache: object) -> None:
-    with running_bridge(bounded(handshake_timeout=0.3)) as server:
-        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
-            assert sock.recv(1) == b""  # the server hung up
+    with (
+        running_bridge(bounded(handshake_timeout=0.3)) as server,
+        socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock,
+    ):
+        assert sock.recv(1) == b""  # the server hung up
 
 
 def test_a_client_that_answers_no_ping_is_closed(model_cache: object) -> None:
-    with running_bridge(bounded(ping_interval=0.3, hello_timeout=TIMEOUT)) as server:
-        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
-            sock.sendall(
-                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-            )
-            received = b""
-            while chunk := sock.recv(4096):  # pings arrive and are never answered, until the server hangs up
-                received += chunk
-            assert received.startswith(b"HTTP/1.1 101")
-            assert b"\x89" in received  # at least one ping was sent
+    with (
+        running_bridge(bounded(ping_interval=0.3, hello_timeout=TIMEOUT)) as server,
+        socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        received = b""
+        while chunk := sock.recv(4096):  # pings arrive and are never answered, until the server hangs up
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 101")
+        assert b"\x89" in received  # at least one ping was sent
 
 
 def test_client_names_are_bounded_in_health(model_cache: object) -> None:

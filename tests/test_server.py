@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import queue
 import threading
-import zlib
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -314,6 +314,7 @@ def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
         return bytes(msgpack.packb(wire, use_bin_type=True))
 
     image = good["image"]
+    mask_bomb = {"width": 8, "height": 8, "encoding": "zlib", "data": zlib.compress(b"\xff" * (8 << 20))}
     return [
         ("malformed", b"\xc1\x00garbage", p.ErrorCode.BAD_MESSAGE, None),
         ("not a map", msgpack.packb([1, 2, 3]), p.ErrorCode.BAD_MESSAGE, None),
@@ -352,10 +353,10 @@ def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
         ),
         (
             "zlib mask bomb",
-            variant(mask={"width": 8, "height": 8, "encoding": "zlib", "data": zlib.compress(b"\xff" * (8 << 20))}),
+            variant(mask=mask_bomb),
             p.ErrorCode.SIZE_MISMATCH,
             "mask.data",
-        ),  # fmt: skip
+        ),
         ("count", variant(count=99), p.ErrorCode.INVALID_FIELD, "count"),
         ("cancel unknown", msgpack.packb({"type": "cancel", "job_id": "nope"}), p.ErrorCode.UNKNOWN_JOB, "job_id"),
         ("load unknown model", msgpack.packb({"type": "load_model", "model": "!!"}), p.ErrorCode.UNKNOWN_MODEL, None),
