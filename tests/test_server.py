@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -21,6 +23,7 @@ from websockets.sync.client import connect as ws_connect
 
 from bridge import protocol as p
 from bridge.client import BridgeClient, ClientError, Disconnected, new_job_id
+from bridge.jobs import JobState
 from bridge.models import scan_models_dir
 from bridge.server import ServerConfig
 from tests.bridge_server import RunningBridge, free_port, running_bridge
@@ -494,3 +497,132 @@ def test_a_model_that_fails_to_load_leaves_the_previous_one_serving(model_cache:
             model_states(events, p.ModelStatus.READY, "tiny")
             assert client.run(request(photo(32, 32), steps=1), timeout=TIMEOUT).ok
             assert server.health()["status"] == "ready"
+
+
+def test_a_job_cancelled_while_a_model_loads_ends_once_and_its_id_is_free_again(model_cache: object, tmp_path: Path) -> None:
+    broken = tmp_path / "models" / "broken-model"
+    broken.mkdir(parents=True)
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    config = ServerConfig(model="tiny", device="cpu", catalog=tuple(scan_models_dir(tmp_path / "models")))
+    with running_bridge(config) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            release = threading.Event()
+            server.bridge.engine_thread.submit(release.wait)  # the load waits behind this, the job behind the load
+            client.load_model("broken-model")
+            job = request(photo(32, 32), steps=1)
+            client.generate(job)
+            events.wait(p.Queued, job_id=job.job_id)
+            while server.call(lambda: [j.state for c in server.bridge.connections for j in c.jobs.values()]) != [JobState.RUNNING]:
+                time.sleep(0.01)  # the worker took the job and now waits for the load
+            client.cancel(job.job_id)
+            release.set()
+            events.wait(p.Cancelled, job_id=job.job_id)
+            again = client.run(job, timeout=TIMEOUT)  # the same id: the first job is over
+            assert again.ok
+            ends = [e for e in events.seen if isinstance(e, p.Message) and getattr(e, "job_id", None) == job.job_id and p.is_job_end(e)]
+            assert [type(e) for e in ends] == [p.Cancelled]
+
+
+def test_a_duplicate_job_id_is_refused_naming_the_id(bridge: RunningBridge, connect: Connect) -> None:
+    events = Events()
+    client = connect(on_event=events)
+    release = threading.Event()
+    bridge.bridge.engine_thread.submit(release.wait)
+    try:
+        job = request(photo(32, 32), steps=1)
+        client.generate(job)
+        events.wait(p.Queued, job_id=job.job_id)
+        client.send_raw(p.encode(job))
+        error = events.wait(p.Error)
+        assert (error.code, error.job_id) == (p.ErrorCode.DUPLICATE_JOB, job.job_id)
+    finally:
+        release.set()
+
+
+def http_get(server: RunningBridge, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    req = urllib.request.Request(server.http + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_a_foreign_host_name_is_refused_and_health_details_need_a_loopback_host(model_cache: object) -> None:
+    config = ServerConfig(model="tiny", device="cpu", allowed_hosts=("bridge.lan",))
+    with running_bridge(config) as server:
+        status, text = http_get(server, "/health", {"Host": "evil.example"})
+        assert status == 421 and "--allow-host" in text
+        upgrade = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        }
+        assert http_get(server, p.WS_PATH, {"Host": "evil.example", **upgrade})[0] == 421
+        status, text = http_get(server, "/health", {"Host": f"bridge.lan:{server.port}"})
+        assert status == 200
+        summary = json.loads(text)
+        assert summary["status"] == "ready" and "recent_jobs" not in summary and "model" not in summary
+        for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", "[::1]"):
+            status, text = http_get(server, "/health", {"Host": host})
+            assert status == 200 and json.loads(text)["model"] == "tiny"
+
+
+def test_bearer_is_case_insensitive_and_the_token_is_never_echoed(model_cache: object) -> None:
+    with running_bridge(ServerConfig(model="tiny", device="cpu", token="s3cret")) as server:
+        assert http_get(server, "/health", {"Authorization": "bearer s3cret"})[0] == 200
+        assert http_get(server, "/health", {"Authorization": "BEARER  s3cret"})[0] == 200
+        status, text = http_get(server, "/health", {"Authorization": "Bearer not-the-token"})
+        assert status == 401 and "not-the-token" not in text and "s3cret" not in text
+
+
+def test_only_offered_models_load_and_errors_do_not_tell_what_exists(model_cache: object, tmp_path: Path) -> None:
+    existing = tmp_path / "real.safetensors"
+    existing.write_bytes(b"\0" * 16)
+    with running_bridge(ServerConfig(model="tiny", device="cpu")) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            answers = []
+            for name in (str(existing), str(tmp_path / "missing.safetensors"), str(tmp_path), "someone/some-model"):
+                client.load_model(name)
+                error = events.wait(p.Error)
+                assert error.code is p.ErrorCode.UNKNOWN_MODEL
+                answers.append(error.message.split(" is not a model ", 1)[1])  # the same sentence after the name
+            assert len(set(answers)) == 1, answers
+            assert server.health()["model"] == "tiny"
+    with running_bridge(ServerConfig(model="tiny", device="cpu", allow_hub=True)) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            client.load_model("someone/some-model")  # offline: it cannot be found, but it was allowed to try
+            states = model_states(events, p.ModelStatus.NO_MODEL, "someone/some-model")
+            assert states[0].status is p.ModelStatus.LOADING
+            model_states(events, p.ModelStatus.READY, "tiny")
+
+
+def test_loads_coalesce_and_cannot_starve_another_clients_job(model_cache: object, tmp_path: Path) -> None:
+    broken = tmp_path / "models" / "broken-model"
+    broken.mkdir(parents=True)
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    config = ServerConfig(model="tiny", device="cpu", catalog=tuple(scan_models_dir(tmp_path / "models")))
+    with running_bridge(config) as server:
+        loader_events, worker_events = Events(), Events()
+        with BridgeClient(server.url, on_event=loader_events) as loader, BridgeClient(server.url, on_event=worker_events) as worker:
+            loader.load_model("tiny")  # already loaded: nothing happens but an answer to the asker
+            assert loader_events.wait(p.ModelStatusEvent).model.status is p.ModelStatus.READY
+            release = threading.Event()
+            server.bridge.engine_thread.submit(release.wait)
+            for _ in range(30):
+                loader.load_model("broken-model")
+                loader.load_model("tiny")
+            job = request(photo(32, 32), steps=1)
+            worker.generate(job)
+            release.set()
+            worker_events.wait(p.Result, job_id=job.job_id)
+            started = [
+                e.model.name
+                for e in worker_events.seen
+                if isinstance(e, p.ModelStatusEvent) and e.model.status is p.ModelStatus.LOADING and e.model.progress == 0.0
+            ]
+            assert len(started) <= 3, started  # the running load, the newest wanted one, the restore of the previous model
