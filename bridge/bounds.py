@@ -24,9 +24,9 @@ class ServerBounds:
     #: seconds between the server's pings; a client that has not answered one by the next is closed
     ping_interval: float = 20.0
     #: decoded input bytes one client may have waiting (queued or being decoded)
-    client_queued_bytes: int = 512 * _MIB
+    client_queued_bytes: int = 256 * _MIB
     #: decoded input bytes all clients together may have waiting
-    total_queued_bytes: int = 1024 * _MIB
+    total_queued_bytes: int = 768 * _MIB
     #: bytes queued for one client and not yet written to its socket; beyond it previews are dropped,
     #: and a client that still does not read is disconnected
     outbox_bytes: int = 256 * _MIB
