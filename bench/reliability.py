@@ -282,14 +282,14 @@ def silent_websockets(server: Server) -> dict[str, Any]:
 def load_storm(server: Server) -> dict[str, Any]:
     """30 model loads from one client, and another client's job latency meanwhile."""
 
-    def latency() -> float:
-        with BridgeClient(server.url, name="victim", timeout=30) as client:
+    with BridgeClient(server.url, name="victim", timeout=30) as victim, BridgeClient(server.url, name="storm", timeout=30) as storm:
+
+        def latency() -> float:
             started = time.perf_counter()
-            client.run(_job(64, 64), timeout=300)
+            victim.run(_job(64, 64), timeout=300)
             return round((time.perf_counter() - started) * 1000, 1)
 
-    quiet = min(latency() for _ in range(3))
-    with BridgeClient(server.url, name="storm", timeout=30) as storm:
+        quiet = min(latency() for _ in range(3))
         for index in range(30):
             storm.load_model("broken" if index % 2 else "tiny")
         during = latency()

@@ -69,9 +69,12 @@ class Connection:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: web.WebSocketResponse, loop: asyncio.AbstractEventLoop, outbox_bytes: int) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, loop: asyncio.AbstractEventLoop, outbox_bytes: int, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         self.id = next(self._ids)
         self.ws = ws
+        self.transport = transport
         self.loop = loop
         self.name = "?"
         self.encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS
@@ -136,23 +139,19 @@ class Connection:
         while not self._outbox.empty():
             self._outbox.get_nowait()
         self._outbox.put_nowait(None)
-        self.loop.create_task(_close(self.ws, WSCloseCode.POLICY_VIOLATION, reason))
+        self.loop.create_task(_close(self.ws, WSCloseCode.POLICY_VIOLATION, reason, self.transport))
 
     def stop(self) -> None:
         self.closed = True
         self._outbox.put_nowait(None)
 
 
-async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+async def _close(ws: web.WebSocketResponse, code: int, reason: str, transport: asyncio.BaseTransport | None) -> None:
     """Close with a reason; a peer that does not read the close frame is cut off after two seconds."""
     try:
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), 2.0)
     except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-        pass
-    finally:
-        writer = getattr(ws, "_writer", None)
-        transport = getattr(writer, "transport", None)
-        if transport is not None and not transport.is_closing():
+        if isinstance(transport, asyncio.Transport) and not transport.is_closing():
             transport.abort()
 
 
@@ -317,7 +316,8 @@ class Bridge:
         """
         spec = self._offered_spec(name)
         current = self._loading_spec if self.loading else (self.loaded.spec if self.loaded is not None else None)
-        if current == spec and self._wanted is None:
+        if current == spec:
+            self._wanted = None  # the newest wish is what is loaded or loading already
             return self.model_state
         self._wanted = spec
         if not self.loading:
@@ -326,7 +326,7 @@ class Bridge:
 
     def _start_load(self) -> None:
         spec, self._wanted = self._wanted, None
-        if spec is None:
+        if spec is None or (self.loaded is not None and self.loaded.spec == spec):
             return
         assert self.loop is not None
         self._loading_spec = spec
@@ -472,8 +472,8 @@ class Bridge:
         assert self.loop is not None
         while True:
             job = await self.queue.next()
-            while self.loading:
-                assert self._loading is not None
+            if self._loading is not None and self.loading:
+                # one load, not every load that follows: the job then runs after at most the next one
                 await asyncio.shield(self._loading)
             conn: Connection = job.owner  # type: ignore[assignment]
             if job.cancel_event.is_set() or conn.closed:
@@ -637,7 +637,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     bridge.sockets += 1
     try:
         await ws.prepare(request)
-        conn = Connection(ws, asyncio.get_running_loop(), bounds.outbox_bytes)
+        conn = Connection(ws, asyncio.get_running_loop(), bounds.outbox_bytes, request.transport)
         sender = asyncio.create_task(conn.pump())
         try:
             await _serve_connection(bridge, conn)
@@ -645,7 +645,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
             bridge.disconnect(conn)
             await sender
             if not ws.closed:
-                await _close(ws, WSCloseCode.OK, "")
+                await _close(ws, WSCloseCode.OK, "", request.transport)
     finally:
         bridge.sockets -= 1
     return ws
