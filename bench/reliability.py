@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -296,6 +297,67 @@ def load_storm(server: Server) -> dict[str, Any]:
     return {"job_ms_quiet": quiet, "job_ms_during_30_loads": during}
 
 
+def large_layers(server: Server) -> dict[str, Any]:
+    """One client sends eight 4096² PNG layers; another measures how long the bridge takes to answer it meanwhile."""
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    ramp = np.linspace(0, 255, SIDE, dtype=np.uint8)
+    pixels = np.dstack(
+        [
+            np.tile(ramp, (SIDE, 1)),
+            np.tile(ramp[:, None], (1, SIDE)),
+            np.full((SIDE, SIDE), 90, np.uint8),
+            np.full((SIDE, SIDE), 255, np.uint8),
+        ]
+    )
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels, "RGBA").save(buffer, "PNG", compress_level=1)
+    wire = _job(1, 1).to_wire()
+    wire["image"] = {"width": SIDE, "height": SIDE, "encoding": "png", "data": buffer.getvalue()}
+
+    def answers(ws: Any, count: int) -> list[float]:
+        waits = []
+        for index in range(count):
+            started = time.perf_counter()
+            ws.send(p.encode(p.Cancel(job_id=f"probe-{index}")))
+            ws.recv(timeout=60)
+            waits.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.01)
+        return waits
+
+    probe = _raw_client(server, name="probe")
+    quiet = answers(probe, 100)
+    sender = _raw_client(server, name="layers")
+    frames = []
+    for _ in range(8):
+        wire["job_id"] = new_job_id()
+        frames.append(_pack(wire))
+    done = threading.Event()
+
+    def send() -> None:
+        for frame in frames:
+            sender.send(frame)
+        done.set()
+
+    threading.Thread(target=send, daemon=True).start()
+    busy: list[float] = []
+    while not done.is_set() or len(busy) < 50:
+        busy += answers(probe, 10)
+    probe.close()
+    sender.close()
+    return {
+        "png_bytes_each": len(frames[0]),
+        "answer_ms_quiet_median": round(sorted(quiet)[len(quiet) // 2], 1),
+        "answer_ms_quiet_max": round(max(quiet), 1),
+        "answer_ms_during_median": round(sorted(busy)[len(busy) // 2], 1),
+        "answer_ms_during_max": round(max(busy), 1),
+        "probes_during": len(busy),
+    }
+
+
 def fuzz_100k(server: Server) -> dict[str, Any]:
     """100 000 mutated messages."""
     report = fuzz.run(server.url, messages=100_000, seed=0)
@@ -307,7 +369,18 @@ def fuzz_100k(server: Server) -> dict[str, Any]:
 
 ATTACKS: dict[str, Callable[[Server], dict[str, Any]]] = {
     f.__name__: f
-    for f in (zlib_bombs, queued_zlib_jobs, never_reads, long_name, foreign_host, idle_sockets, silent_websockets, load_storm, fuzz_100k)
+    for f in (
+        zlib_bombs,
+        queued_zlib_jobs,
+        never_reads,
+        long_name,
+        foreign_host,
+        idle_sockets,
+        silent_websockets,
+        load_storm,
+        large_layers,
+        fuzz_100k,
+    )
 }
 
 
