@@ -147,7 +147,7 @@ class BridgeClient:
         self.name = name
         self.encodings = encodings
         self.timeout = timeout
-        #: seconds between pings; a bridge that has not answered one within as long again is given up on
+        #: seconds between pings; a bridge that has not answered one within twice as long is given up on
         self.keepalive = keepalive
         self.welcome: p.Welcome | None = None
         self._on_event = on_event
@@ -178,7 +178,8 @@ class BridgeClient:
                 open_timeout=self.timeout,
                 # a frozen bridge answers no ping: the reader then ends with a clear reason instead of waiting forever
                 ping_interval=self.keepalive,
-                ping_timeout=self.keepalive,
+                # a pong waits behind a large frame being written to us: allow for that
+                ping_timeout=None if self.keepalive is None else 2 * self.keepalive,
                 proxy=None,
                 close_timeout=2,
             )
@@ -350,7 +351,7 @@ class BridgeClient:
                 return f"the bridge closed the connection: {exc.rcvd.reason}"
             if exc.sent is not None and "keepalive" in exc.sent.reason:
                 return (
-                    f"the bridge stopped answering (no reply to a ping within {self.keepalive:g} s): "
+                    f"the bridge stopped answering (no reply to a ping within {2 * (self.keepalive or 0):g} s): "
                     "it may be frozen or overloaded; restart it if this persists"
                 )
         return f"lost the connection to the bridge ({exc.__class__.__name__}: {exc}); {START_HINT}"
