@@ -55,10 +55,11 @@ def server_marks(marks: list[Mark]) -> Iterator[None]:
         # the job waits for the worker thread: mark when the result leaves it
         run_blocking = server.Bridge._run_blocking
 
-        def timed_run(self: server.Bridge, *args: Any) -> None:
+        def timed_run(self: server.Bridge, *args: Any) -> bytes:
             started = time.perf_counter()
-            run_blocking(self, *args)
+            terminal = run_blocking(self, *args)
             marks.append((started, time.perf_counter(), "server: job on the worker thread", 0))
+            return terminal
 
         stack.callback(setattr, server.Bridge, "_run_blocking", run_blocking)
         server.Bridge._run_blocking = timed_run  # type: ignore[method-assign,assignment]

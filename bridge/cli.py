@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
 from . import protocol as p
+from .bounds import ServerBounds
 from .client import DEFAULT_URL, BridgeClient, ClientError, Disconnected, new_job_id
+
+#: where ``serve`` and ``run`` read the token when neither --token nor --token-file is given
+TOKEN_ENV = "IMG2IMG_BRIDGE_TOKEN"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,13 +30,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--models-dir", action="append", default=[], type=Path, help="add every checkpoint in this folder to the model list")
     serve.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    serve.add_argument("--token", default=None, help="require this token from every client (needed to bind beyond loopback)")
+    _token_arguments(serve, "require this token from every client (needed to bind beyond loopback)")
     serve.add_argument("--allow-origin", action="append", default=[], help="a browser Origin allowed to connect (default: none)")
+    serve.add_argument(
+        "--allow-host", action="append", default=[], help="a Host name besides loopback ones that clients may use (default: none)"
+    )
+    serve.add_argument("--allow-hub", action="store_true", help="let clients load any Hugging Face Hub id, not only the listed models")
     serve.add_argument("--max-pixels", type=int, default=p.Limits().max_pixels, help="largest image accepted, in pixels")
     serve.add_argument("--max-side", type=int, default=p.Limits().max_side, help="largest image side accepted")
     serve.add_argument("--cuda-graphs", action="store_true", help="capture the UNet in CUDA graphs for live jobs (faster live mode)")
     serve.add_argument("--live-size", type=int, default=512, help="canvas size warmed up for live jobs with --cuda-graphs")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    bounds = ServerBounds()
+    serve.add_argument("--max-connections", type=int, default=bounds.max_connections, help="open websockets (default: %(default)s)")
+    serve.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=bounds.handshake_timeout,
+        help="seconds for a connection's HTTP request (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--hello-timeout", type=float, default=bounds.hello_timeout, help="seconds for a client's hello (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--ping-interval", type=float, default=bounds.ping_interval, help="seconds between pings to each client (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--client-queue-mb",
+        type=int,
+        default=bounds.client_queued_bytes >> 20,
+        help="MiB of waiting inputs per client (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--queue-mb", type=int, default=bounds.total_queued_bytes >> 20, help="MiB of waiting inputs in all (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--outbox-mb",
+        type=int,
+        default=None,
+        help="MiB of unread events per client before it is disconnected (default: 256, or one largest result)",
+    )
 
     run = commands.add_parser("run", help="send an image to a running bridge and save the result")
     run.add_argument("input", type=Path, help="the image (PNG, JPEG, …)")
@@ -46,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, default=Path("out.png"))
     run.add_argument("--previews", type=Path, default=None, help="save each preview into this folder")
     run.add_argument("--url", default=DEFAULT_URL)
-    run.add_argument("--token", default=None)
+    _token_arguments(run, "the bridge's token")
+    run.add_argument(
+        "--keepalive",
+        type=float,
+        default=10.0,
+        help="seconds between pings; a bridge silent for twice as long is an error (default: %(default)s)",
+    )
 
     install = commands.add_parser("install-plugins", help="install the GIMP and Krita plug-ins for this user")
     install.add_argument("--gimp", action="store_true", help="only GIMP (default: both)")
@@ -56,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--kritarc", type=Path, default=None, help="the kritarc to edit with --enable")
 
     args = parser.parse_args(argv)
+    if args.command in ("serve", "run"):
+        try:
+            args.token = read_token(args.token, args.token_file)
+        except OSError as exc:
+            print(f"could not read the token file: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     if args.command == "serve":
         return _serve(args)
     if args.command == "run":
@@ -63,13 +113,32 @@ def main(argv: list[str] | None = None) -> int:
     return _install(args)
 
 
+def _token_arguments(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument("--token", default=None, help=f"{what}; visible in the process list: prefer --token-file or ${TOKEN_ENV}")
+    command.add_argument("--token-file", type=Path, default=None, help="read the token from this file (its first line)")
+
+
+def read_token(token: str | None, token_file: Path | None) -> str | None:
+    """The token from --token, else --token-file, else the environment; None when none is set."""
+    if token:
+        return token
+    if token_file is not None:
+        lines = token_file.read_text(encoding="utf-8").splitlines()
+        return (lines[0].strip() if lines else "") or None
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .models import DEFAULT_MODEL, ModelError, pick_device, resolve, scan_models_dir
     from .server import ServerConfig, create_app, is_loopback
+    from .throttle import LogThrottle
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LogThrottle())
+    _raise_file_limit()
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if not is_loopback(args.host) and not args.token:
         print(f"refusing to listen on {args.host} without --token: anyone on the network could use it", file=sys.stderr)
@@ -87,6 +156,23 @@ def _serve(args: argparse.Namespace) -> int:
         print(exc.message, file=sys.stderr)
         return 2
     limits = p.Limits(max_pixels=args.max_pixels, max_side=args.max_side)
+    outbox = args.outbox_mb << 20 if args.outbox_mb is not None else max(ServerBounds().outbox_bytes, limits.max_message_bytes)
+    bounds = ServerBounds(
+        max_connections=args.max_connections,
+        handshake_timeout=args.handshake_timeout,
+        hello_timeout=args.hello_timeout,
+        ping_interval=args.ping_interval,
+        client_queued_bytes=args.client_queue_mb << 20,
+        total_queued_bytes=args.queue_mb << 20,
+        outbox_bytes=outbox,
+    )
+    try:
+        bounds.check(limits.max_message_bytes)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    # the address the bridge listens on is a name its clients use (a LAN address with --token)
+    hosts = (*args.allow_host, *(() if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else (args.host,)))
     config = ServerConfig(
         model=model,
         device=device,
@@ -94,6 +180,9 @@ def _serve(args: argparse.Namespace) -> int:
         limits=limits,
         catalog=catalog,
         allowed_origins=tuple(args.allow_origin),
+        allowed_hosts=tuple(h.lower().rstrip(".") for h in hosts),
+        allow_hub=args.allow_hub,
+        bounds=bounds,
         cuda_graphs=args.cuda_graphs,
         live_size=args.live_size,
     )
@@ -112,6 +201,18 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _raise_file_limit() -> None:
+    """Take the hard limit on open files as the soft one: the connection cap, not the OS, turns clients away."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # Windows has no resource module; some systems refuse
+        pass
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -145,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
             PILImage.frombytes("RGBA", (event.image.width, event.image.height), event.image.raw_rgba()).save(path)
 
     try:
-        with BridgeClient(args.url, token=args.token, name="img2img-bridge run") as client:
+        with BridgeClient(args.url, token=args.token, name="img2img-bridge run", keepalive=args.keepalive) as client:
             welcome = client.welcome
             assert welcome is not None
             state = welcome.model

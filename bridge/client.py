@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from . import protocol as p
 from . import wire
@@ -140,12 +140,15 @@ class BridgeClient:
         on_event: EventCallback | None = None,
         encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS,
         timeout: float = 10.0,
+        keepalive: float | None = 10.0,
     ) -> None:
         self.url = normalize_url(url)
         self.token = token
         self.name = name
         self.encodings = encodings
         self.timeout = timeout
+        #: seconds between pings; a bridge that has not answered one within twice as long is given up on
+        self.keepalive = keepalive
         self.welcome: p.Welcome | None = None
         self._on_event = on_event
         self._ws: ClientConnection | None = None
@@ -165,18 +168,18 @@ class BridgeClient:
 
         _speed_up_pure_websockets()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        url = self.url
-        if self.token:
-            url += ("&" if "?" in url else "?") + "token=" + quote(self.token)
         try:
             ws = connect(
-                url,
+                self.url,
                 additional_headers=headers,
                 compression=None,  # pixels do not deflate well and pure-Python deflate is slow
                 max_size=None,
                 max_queue=64,
                 open_timeout=self.timeout,
-                ping_interval=None,
+                # a frozen bridge answers no ping: the reader then ends with a clear reason instead of waiting forever
+                ping_interval=self.keepalive,
+                # a pong waits behind a large frame being written to us: allow for that
+                ping_timeout=None if self.keepalive is None else 2 * self.keepalive,
                 proxy=None,
                 close_timeout=2,
             )
@@ -331,13 +334,27 @@ class BridgeClient:
                 del event
         except Exception as exc:
             if not self._closing:
-                reason = f"lost the connection to the bridge ({exc.__class__.__name__}: {exc}); {START_HINT}"
+                reason = self._lost(exc)
         finally:
             self._ws = None
             if not self._closing:
                 self._dispatch(Disconnected(reason=reason))
             else:
                 self._dispatch(Disconnected(reason="closed"))
+
+    def _lost(self, exc: Exception) -> str:
+        """A sentence for a connection that ended under the reader."""
+        from websockets.exceptions import ConnectionClosed
+
+        if isinstance(exc, ConnectionClosed):
+            if exc.rcvd is not None and exc.rcvd.reason:
+                return f"the bridge closed the connection: {exc.rcvd.reason}"
+            if exc.sent is not None and "keepalive" in exc.sent.reason:
+                return (
+                    f"the bridge stopped answering (no reply to a ping within {2 * (self.keepalive or 0):g} s): "
+                    "it may be frozen or overloaded; restart it if this persists"
+                )
+        return f"lost the connection to the bridge ({exc.__class__.__name__}: {exc}); {START_HINT}"
 
     def _dispatch(self, event: p.Message | Disconnected) -> None:
         with self._lock:

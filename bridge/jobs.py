@@ -27,6 +27,10 @@ class Job:
     # inputs already decoded and checked at submit time, and the engine that did it
     prepared: object | None = None
     prepared_by: object | None = None
+    #: decoded input bytes reserved against the server's budget until the job ends
+    held_bytes: int = 0
+    #: set once the job's terminal event has been sent
+    ended: bool = False
 
     @property
     def job_id(self) -> str:

@@ -132,10 +132,7 @@ class Mask(_Raster):
 def decode_plain(data: wire.Piece, encoding: Encoding, expected: int, name: str) -> bytes:
     """Undo a RAW or ZLIB encoding and check the byte count."""
     if encoding is Encoding.ZLIB:
-        try:
-            data = zlib.decompress(data)
-        except zlib.error as exc:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name}.data is not valid zlib data: {exc}", field=f"{name}.data") from exc
+        data = _inflate(data, expected, name)
     elif encoding is not Encoding.RAW:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_ENCODING,
@@ -149,6 +146,24 @@ def decode_plain(data: wire.Piece, encoding: Encoding, expected: int, name: str)
             field=f"{name}.data",
         )
     return data if isinstance(data, bytes) else bytes(data)
+
+
+def _inflate(data: wire.Piece, expected: int, name: str) -> bytes:
+    """Inflate at most ``expected`` bytes: a small message must not unpack into a huge one."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, expected + 1)
+    except zlib.error as exc:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name}.data is not valid zlib data: {exc}", field=f"{name}.data") from exc
+    if len(out) > expected or inflater.unconsumed_tail:
+        raise ProtocolError(
+            ErrorCode.SIZE_MISMATCH,
+            f"{name}.data inflates to more than the {expected} bytes its stated size needs",
+            field=f"{name}.data",
+        )
+    if not inflater.eof:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{name}.data is not valid zlib data: the stream is cut short", field=f"{name}.data")
+    return out
 
 
 @dataclass(frozen=True)

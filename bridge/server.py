@@ -13,23 +13,28 @@ import hmac
 import ipaddress
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import __version__
 from . import protocol as p
+from .bounds import ByteBudget, ServerBounds, input_bytes
 from .jobs import Job, JobQueue, JobState
-from .models import LoadedModel, ModelError, ModelSpec, load, resolve
+from .models import TINY_MODEL_NAME, LoadedModel, ModelError, ModelSpec, load, resolve
 
 log = logging.getLogger("img2img_bridge")
 
 _SERVER_ENCODINGS = (p.Encoding.RAW, p.Encoding.ZLIB, p.Encoding.PNG, p.Encoding.JPEG)
 _VIEW_BYTES = 1 << 16
+#: frames larger than this are parsed off the event loop
+_INLINE_DECODE_BYTES = 1 << 20
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,18 @@ class ServerConfig:
     limits: p.Limits = field(default_factory=p.Limits)
     catalog: tuple[ModelSpec, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    #: Host header names besides loopback ones that /health and /ws answer (DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
+    #: let clients load Hugging Face Hub ids the operator did not list
+    allow_hub: bool = False
+    bounds: ServerBounds = field(default_factory=ServerBounds)
     #: capture the UNet in CUDA graphs for live jobs, warmed up at load for ``live_size``² frames
     cuda_graphs: bool = False
     live_size: int = 512
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -59,49 +69,90 @@ class Connection:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: web.WebSocketResponse, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, loop: asyncio.AbstractEventLoop, outbox_bytes: int, transport: asyncio.BaseTransport | None = None
+    ) -> None:
         self.id = next(self._ids)
         self.ws = ws
+        self.transport = transport
         self.loop = loop
         self.name = "?"
         self.encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS
         self.jobs: dict[str, Job] = {}
+        self.outbox_bytes = outbox_bytes
         self._outbox: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue()
+        self._pending = 0  # bytes queued or being written (event-loop thread)
         self.closed = False
+        #: why the bridge closed this connection, when it did
+        self.dropped: str | None = None
 
     def send(self, message: p.Message) -> None:
         """Queue a message (event-loop thread)."""
         self.send_frame(p.encode(message))
 
-    def send_frame(self, frame: bytes) -> None:
-        if not self.closed:
-            # asyncio slices the unsent rest of a large frame: a view makes that free
-            self._outbox.put_nowait(memoryview(frame) if len(frame) >= _VIEW_BYTES else frame)
+    def send_frame(self, frame: bytes, droppable: bool = False) -> None:
+        """Queue a frame; a droppable one (a preview) is skipped whenever anything is still waiting."""
+        if self.closed:
+            return
+        if droppable and self._pending:
+            return
+        if self._pending + len(frame) > self.outbox_bytes:
+            self.drop(f"the client did not read its events: {self._pending >> 20} MiB were waiting (at most {self.outbox_bytes >> 20} MiB)")
+            return
+        self._pending += len(frame)
+        # asyncio slices the unsent rest of a large frame: a view makes that free
+        self._outbox.put_nowait(memoryview(frame) if len(frame) >= _VIEW_BYTES else frame)
 
     @property
     def backlog(self) -> int:
         """Frames queued for this client and not yet written (read from other threads as a hint)."""
         return self._outbox.qsize()
 
-    def send_threadsafe(self, message: p.Message) -> None:
+    def send_threadsafe(self, message: p.Message, droppable: bool = False) -> None:
         """Queue a message from the GPU or preview threads; encoding happens on the calling thread."""
-        frame = p.encode(message)
-        self.loop.call_soon_threadsafe(self.send_frame, frame)
+        self.send_frame_threadsafe(p.encode(message), droppable)
+
+    def send_frame_threadsafe(self, frame: bytes, droppable: bool = False) -> None:
+        self.loop.call_soon_threadsafe(self.send_frame, frame, droppable)
 
     async def pump(self) -> None:
         while True:
             frame = await self._outbox.get()
             if frame is None or self.ws.closed:
                 return
+            size = len(frame)
             try:
                 await self.ws.send_bytes(frame)  # type: ignore[arg-type]  # aiohttp takes any bytes-like
             except (ConnectionError, RuntimeError):
                 return
+            finally:
+                self._pending -= size
             del frame  # a layer-sized frame must not stay alive until the next one
+
+    def drop(self, reason: str) -> None:
+        """Close the connection from the server's side with ``reason`` (policy violation); frees what it held."""
+        if self.closed:
+            return
+        self.dropped = reason
+        log.warning("closing the connection of %s: %s", self.name, reason)
+        self.stop()
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        self._outbox.put_nowait(None)
+        self.loop.create_task(_close(self.ws, WSCloseCode.POLICY_VIOLATION, reason, self.transport))
 
     def stop(self) -> None:
         self.closed = True
         self._outbox.put_nowait(None)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: str, transport: asyncio.BaseTransport | None) -> None:
+    """Close with a reason; a peer that does not read the close frame is cut off after two seconds."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), 2.0)
+    except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+            transport.abort()
 
 
 class _JobHooks:
@@ -140,7 +191,8 @@ class _JobHooks:
             return
         region = frame.region
         self.conn.send_threadsafe(
-            p.Preview(
+            droppable=True,
+            message=p.Preview(
                 job_id=self.job.job_id,
                 index=frame.index,
                 step=frame.step,
@@ -150,7 +202,7 @@ class _JobHooks:
                 y=region.y,
                 width=region.width,
                 height=region.height,
-            )
+            ),
         )
 
     def flush(self) -> None:
@@ -165,16 +217,25 @@ class Bridge:
     """The server's state: the model, the engine, the queue and the connected clients."""
 
     def __init__(self, config: ServerConfig) -> None:
+        config.bounds.check(config.limits.max_message_bytes)
         self.config = config
+        self.bounds = config.bounds
         self.queue = JobQueue()
         self.connections: set[Connection] = set()
+        #: open websockets, greeted or not (the connection cap counts these)
+        self.sockets = 0
+        self.inputs = ByteBudget(config.bounds.client_queued_bytes, config.bounds.total_queued_bytes)
         self.engine: Any | None = None
         self.loaded: LoadedModel | None = None
         self.model_state = p.ModelState(name=config.model, status=p.ModelStatus.NO_MODEL, message="no model was asked for")
         self._gpu = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="img2img-gpu")
         self._previews = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="img2img-preview")
+        # decoding (msgpack, zlib, PNG, numpy) runs here: never on the event loop, never on the torch thread
+        self._decoder = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="img2img-decode")
         self._worker: asyncio.Task[None] | None = None
         self._loading: asyncio.Future[None] | None = None
+        self._loading_spec: ModelSpec | None = None
+        self._wanted: ModelSpec | None = None
         #: the last jobs that ended: job id, client, outcome, denoising steps run, milliseconds
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -199,20 +260,41 @@ class Bridge:
                 pass
         self._gpu.shutdown(wait=True, cancel_futures=True)
         self._previews.shutdown(wait=True, cancel_futures=True)
+        self._decoder.shutdown(wait=True, cancel_futures=True)
 
     # --- models ---------------------------------------------------------------------------
 
-    def models(self) -> tuple[p.ModelInfo, ...]:
+    def offered(self) -> list[ModelSpec]:
+        """What clients may load: the operator's --model, the --models-dir catalog and the tiny model."""
         specs: list[ModelSpec] = list(self.config.catalog)
         names = {s.name for s in specs}
-        for extra in (self.config.model, "tiny"):
+        for extra in (self.config.model, TINY_MODEL_NAME):
             if extra and extra not in names:
                 try:
                     specs.append(resolve(extra))
                 except ModelError:
                     continue
                 names.add(extra)
-        return tuple(s.info for s in specs)
+        return specs
+
+    def models(self) -> tuple[p.ModelInfo, ...]:
+        return tuple(s.info for s in self.offered())
+
+    def _offered_spec(self, name: str) -> ModelSpec:
+        """The spec of an offered model; anything else is refused without looking at the disk."""
+        limit = self.bounds.max_model_chars
+        if len(name) > limit:
+            raise ModelError(p.ErrorCode.UNKNOWN_MODEL, f"model names are at most {limit} characters")
+        for spec in self.offered():
+            if spec.name == name:
+                return spec
+        if self.config.allow_hub and _HUB_ID.fullmatch(name):
+            return ModelSpec(name, "hub", name)
+        more = "--models-dir or --allow-hub" if not self.config.allow_hub else "--models-dir"
+        raise ModelError(
+            p.ErrorCode.UNKNOWN_MODEL,
+            f"{_shorten(name, 80)!r} is not a model this bridge offers: pick one from list_models (serve {more} offers more)",
+        )
 
     @property
     def engine_thread(self) -> concurrent.futures.Executor:
@@ -226,14 +308,45 @@ class Bridge:
     def loading(self) -> bool:
         return self._loading is not None and not self._loading.done()
 
-    def request_model(self, name: str) -> None:
-        """Start loading ``name`` on the GPU thread (after the running job); every client hears of it."""
-        spec = resolve(name, list(self.config.catalog))
-        self._set_state(p.ModelState(name=spec.name, status=p.ModelStatus.LOADING, message=f"loading {spec.name}", progress=0.0))
+    def request_model(self, name: str) -> p.ModelState | None:
+        """Load an offered model on the GPU thread (after the running job); every client hears of it.
+
+        Requests coalesce: asking for the model that is loaded or loading changes nothing (its state is
+        returned for the asker), and while one load runs only the newest request waits behind it.
+        """
+        spec = self._offered_spec(name)
+        current = self._loading_spec if self.loading else (self.loaded.spec if self.loaded is not None else None)
+        if current == spec:
+            self._wanted = None  # the newest wish is what is loaded or loading already
+            return self.model_state
+        self._wanted = spec
+        if not self.loading:
+            self._start_load()
+        return None
+
+    def _start_load(self) -> None:
+        spec, self._wanted = self._wanted, None
+        if spec is None or (self.loaded is not None and self.loaded.spec == spec):
+            return
         assert self.loop is not None
+        self._loading_spec = spec
+        self._set_state(p.ModelState(name=spec.name, status=p.ModelStatus.LOADING, message=f"loading {spec.name}", progress=0.0))
         self._loading = self.loop.run_in_executor(self._gpu, self._load_blocking, spec)
+        self._loading.add_done_callback(lambda _: self._start_load())
 
     def _load_blocking(self, spec: ModelSpec) -> None:
+        previous = self.loaded.spec if self.loaded is not None else None
+        failure = self._try_load(spec)
+        if failure is None:
+            return
+        status = p.ModelStatus.NO_MODEL if spec.source == "hub" else p.ModelStatus.ERROR
+        self._call_soon(self._set_state, p.ModelState(name=spec.name, status=status, message=failure))
+        if previous is not None and previous != spec:
+            # a failed switch must not leave every client without a model
+            self._try_load(previous)
+
+    def _try_load(self, spec: ModelSpec) -> str | None:
+        """Load ``spec`` in place of the current model; returns None, or why it failed."""
         from .engine import Engine
 
         def progress(fraction: float, text: str) -> None:
@@ -249,16 +362,13 @@ class Bridge:
                 progress(0.9, f"capturing CUDA graphs for {self.config.live_size}² live frames")
                 engine.warm_up(self.config.live_size)
         except ModelError as exc:
-            status = p.ModelStatus.NO_MODEL if spec.source == "hub" else p.ModelStatus.ERROR
-            self._call_soon(self._set_state, p.ModelState(name=spec.name, status=status, message=exc.message))
-            return
+            return exc.message
         except Exception as exc:  # a broken model must not take the server down
             log.exception("loading %s failed", spec.name)
-            message = f"could not load {spec.name}: {exc.__class__.__name__}: {exc}"
-            self._call_soon(self._set_state, p.ModelState(name=spec.name, status=p.ModelStatus.ERROR, message=message))
-            return
+            return f"could not load {spec.name}: {exc.__class__.__name__}: {_shorten(str(exc), 300)}"
         self.loaded, self.engine = loaded, engine
         self._call_soon(self._set_state, loaded.state)
+        return None
 
     def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self.loop is not None
@@ -276,7 +386,22 @@ class Bridge:
 
     # --- jobs -----------------------------------------------------------------------------
 
-    def submit(self, conn: Connection, request: p.Generate) -> None:
+    async def decode(self, data: bytes | str) -> p.Message:
+        """Parse a client's frame; large ones are parsed off the event loop."""
+        if len(data) <= _INLINE_DECODE_BYTES:
+            return p.decode_client_message(data)
+        assert self.loop is not None
+        return await self.loop.run_in_executor(self._decoder, p.decode_client_message, data)
+
+    async def submit(self, conn: Connection, request: p.Generate) -> None:
+        """Check, decode and queue a job; a refusal raises ProtocolError carrying the job id."""
+        try:
+            await self._submit(conn, request)
+        except p.ProtocolError as exc:
+            exc.job_id = request.job_id
+            raise
+
+    async def _submit(self, conn: Connection, request: p.Generate) -> None:
         request.validate(self.config.limits)
         if request.job_id in conn.jobs:
             raise p.ProtocolError(
@@ -284,56 +409,86 @@ class Bridge:
             )
         state = self.model_state
         if state.status in (p.ModelStatus.NO_MODEL, p.ModelStatus.ERROR):
-            raise p.ProtocolError(p.ErrorCode.NO_MODEL, f"no model is loaded: {state.message}", job_id=request.job_id)
-        job = Job(request=request, owner=conn)
-        if self.engine is not None:
-            # decode and check the pixels now, so bad data is answered at once
-            job.prepared, job.prepared_by = self.engine.prepare(request), self.engine
-        position, replaced = self.queue.submit(job)
+            raise p.ProtocolError(p.ErrorCode.NO_MODEL, f"no model is loaded: {state.message}")
+        image, mask = request.image, request.mask
+        size = input_bytes(image.width, image.height, len(image.data) + (len(mask.data) if mask else 0), mask is not None)
+        refusal = self.inputs.reserve(conn, size)
+        if refusal is not None:
+            raise p.ProtocolError(p.ErrorCode.QUEUE_FULL, f"{refusal}: wait for a result or cancel a job")
+        job = Job(request=request, owner=conn, held_bytes=size)
+        try:
+            engine = self.engine
+            if engine is not None:
+                # decode and check the pixels now (off the loop), so bad data is answered at once
+                assert self.loop is not None
+                job.prepared = await self.loop.run_in_executor(self._decoder, engine.prepare, request)
+                job.prepared_by = engine
+            if conn.closed:
+                raise p.ProtocolError(p.ErrorCode.CONNECTION, "the client went away")
+            position, replaced = self.queue.submit(job)
+        except BaseException:
+            self.inputs.release(conn, job.held_bytes)
+            job.held_bytes = 0
+            raise
         conn.jobs[request.job_id] = job
         if replaced is not None:
-            conn.jobs.pop(replaced.job_id, None)
-            conn.send(p.Cancelled(job_id=replaced.job_id))
+            self._end(replaced, conn, p.encode(p.Cancelled(job_id=replaced.job_id)))
         conn.send(p.Queued(job_id=request.job_id, position=position))
+
+    def _end(self, job: Job, conn: Connection, frame: bytes | None) -> None:
+        """Send a job's one terminal event (already encoded) and free what it held (event-loop thread)."""
+        if job.ended:
+            return
+        job.ended = True
+        job.state = JobState.DONE
+        job.prepared = None
+        if job.held_bytes:
+            self.inputs.release(conn, job.held_bytes)
+            job.held_bytes = 0
+        if conn.jobs.get(job.job_id) is job:
+            del conn.jobs[job.job_id]
+        if frame is not None:
+            conn.send_frame(frame)
 
     def cancel(self, conn: Connection, job_id: str) -> None:
         job = conn.jobs.get(job_id)
         if job is None:
             raise p.ProtocolError(p.ErrorCode.UNKNOWN_JOB, f"no job {job_id!r} is queued or running for this client", field="job_id")
         if self.queue.remove(job_id, conn) is not None:
-            conn.jobs.pop(job_id, None)
-            conn.send(p.Cancelled(job_id=job_id))
+            self._end(job, conn, p.encode(p.Cancelled(job_id=job_id)))
         else:
-            job.cancel_event.set()  # the GPU thread notices within one step
+            job.cancel_event.set()  # the worker notices before it starts, the GPU thread within one step
 
     def disconnect(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        self.queue.remove_owner(conn)
-        for job in conn.jobs.values():
-            job.cancel_event.set()
-        conn.jobs.clear()
         conn.stop()
+        waiting = self.queue.remove_owner(conn)
+        for job in list(conn.jobs.values()):
+            job.cancel_event.set()
+            if job in waiting:
+                self._end(job, conn, None)  # nobody to tell; frees its inputs
 
     async def _work(self) -> None:
         assert self.loop is not None
         while True:
             job = await self.queue.next()
             if self._loading is not None and self.loading:
+                # one load, not every load that follows: the job then runs after at most the next one
                 await asyncio.shield(self._loading)
             conn: Connection = job.owner  # type: ignore[assignment]
             if job.cancel_event.is_set() or conn.closed:
-                job.state = JobState.DONE
+                self._end(job, conn, p.encode(p.Cancelled(job_id=job.job_id)))
                 continue
             try:
-                await self.loop.run_in_executor(self._gpu, self._run_blocking, job, conn)
-            except Exception:  # _run_blocking reports its own errors; this is a last resort
+                frame = await self.loop.run_in_executor(self._gpu, self._run_blocking, job, conn)
+            except Exception as exc:  # _run_blocking reports its own errors; this is a last resort
                 log.exception("job %s failed", job.job_id)
-            finally:
-                job.state = JobState.DONE
-                if conn.jobs.get(job.job_id) is job:
-                    del conn.jobs[job.job_id]
+                message = f"the job failed: {exc.__class__.__name__}"
+                frame = p.encode(p.Error(code=p.ErrorCode.INTERNAL, message=message, job_id=job.job_id))
+            self._end(job, conn, frame)
 
-    def _run_blocking(self, job: Job, conn: Connection) -> None:
+    def _run_blocking(self, job: Job, conn: Connection) -> bytes:
+        """Run a job on the GPU thread; streams its events and returns its terminal event, encoded."""
         from .engine import EngineError, JobCancelled
         from .imaging import encode_rgba
 
@@ -341,19 +496,21 @@ class Bridge:
         engine = self.engine
         if engine is None:
             message = f"no model is loaded: {self.model_state.message}"
-            conn.send_threadsafe(p.Error(code=p.ErrorCode.NO_MODEL, message=message, job_id=job.job_id))
-            return
+            return p.encode(p.Error(code=p.ErrorCode.NO_MODEL, message=message, job_id=job.job_id))
         hooks = _JobHooks(job, conn, self._previews)
         started = time.perf_counter()
         outcome = "done"
+        last: bytes | None = None
         try:
             prepared = job.prepared if job.prepared_by is engine else None
             steps, guidance, strength = engine.settings(request)
             for generated in engine.run(request, hooks, prepared):
                 hooks.flush()
+                if last is not None:
+                    conn.send_frame_threadsafe(last)
                 encoding = request.result_encoding if request.result_encoding is not p.Encoding.JPEG else p.Encoding.PNG
                 image = encode_rgba(generated.pixels, encoding)
-                conn.send_threadsafe(
+                last = p.encode(
                     p.Result(
                         job_id=job.job_id,
                         index=generated.index,
@@ -368,21 +525,24 @@ class Bridge:
                         strength=strength,
                     )
                 )
+            if last is None:
+                raise RuntimeError("the engine produced no result")
+            return last
         except JobCancelled:
             outcome = "cancelled"
             hooks.flush()
-            conn.send_threadsafe(p.Cancelled(job_id=job.job_id))
+            return p.encode(p.Cancelled(job_id=job.job_id))
         except p.ProtocolError as exc:
             outcome = "error"
-            conn.send_threadsafe(p.Error(code=exc.code, message=exc.message, job_id=job.job_id, field=exc.field))
+            return p.encode(p.Error(code=exc.code, message=exc.message, job_id=job.job_id, field=exc.field))
         except EngineError as exc:
             outcome = "error"
-            conn.send_threadsafe(p.Error(code=exc.code, message=exc.message, job_id=job.job_id))
+            return p.encode(p.Error(code=exc.code, message=exc.message, job_id=job.job_id))
         except Exception as exc:
             outcome = "error"
             log.exception("job %s failed", job.job_id)
-            message = f"the job failed inside the engine: {exc.__class__.__name__}: {exc}"
-            conn.send_threadsafe(p.Error(code=p.ErrorCode.INTERNAL, message=message, job_id=job.job_id))
+            message = f"the job failed inside the engine: {exc.__class__.__name__}: {_shorten(str(exc), 300)}"
+            return p.encode(p.Error(code=p.ErrorCode.INTERNAL, message=message, job_id=job.job_id))
         finally:
             record = {
                 "job_id": job.job_id,
@@ -406,12 +566,11 @@ class Bridge:
             encodings=_SERVER_ENCODINGS,
         )
 
-    def health(self) -> dict[str, Any]:
+    def health(self, detailed: bool) -> dict[str, Any]:
+        """The bridge's state; ``detailed`` adds the model's name and the recent jobs of every client."""
         state = self.model_state
-        return {
+        health: dict[str, Any] = {
             "status": state.status.value,
-            "model": state.name,
-            "message": state.message,
             "test_model": state.test_model,
             "device": self.config.device,
             "queue": len(self.queue),
@@ -419,26 +578,50 @@ class Bridge:
             "clients": len(self.connections),
             "protocol": p.PROTOCOL_VERSION,
             "version": __version__,
-            "recent_jobs": list(self.recent)[-10:],
         }
+        if detailed:
+            health.update(model=state.name, message=state.message, recent_jobs=list(self.recent)[-10:])
+        return health
 
 
 BRIDGE = web.AppKey("bridge", Bridge)
 
 
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without port, brackets or trailing dot, lower-cased."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _trusted_host(request: web.Request) -> bool:
+    return is_loopback(host_name(request.headers.get("Host", "")))
+
+
 def _authorized(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    given = value.strip() if scheme.lower() == "bearer" else request.query.get("token", "")
     return hmac.compare_digest(given.encode(), token.encode())
 
 
 @web.middleware
 async def _guard(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
     bridge = request.app[BRIDGE]
+    name = host_name(request.headers.get("Host", ""))
+    if not is_loopback(name) and name not in bridge.config.allowed_hosts:
+        # a page on another site that rebinds its name to 127.0.0.1 still sends its own name here
+        raise web.HTTPMisdirectedRequest(text=f"host {_shorten(name, 80)!r} is not served here (serve --allow-host adds one)\n")
     origin = request.headers.get("Origin")
     if origin is not None and origin not in bridge.config.allowed_origins:
         # a web page in the user's browser must not drive the local bridge
-        raise web.HTTPForbidden(text=f"origin {origin} is not allowed (serve --allow-origin adds one)\n")
+        raise web.HTTPForbidden(text=f"origin {_shorten(origin, 80)} is not allowed (serve --allow-origin adds one)\n")
     if bridge.config.token and not _authorized(request, bridge.config.token):
         raise web.HTTPUnauthorized(text="a token is required: send 'Authorization: Bearer TOKEN' or ?token=TOKEN\n")
     response: web.StreamResponse = await handler(request)
@@ -446,49 +629,76 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Any]) ->
 
 
 async def _health(request: web.Request) -> web.Response:
-    return web.json_response(request.app[BRIDGE].health())
+    return web.json_response(request.app[BRIDGE].health(detailed=_trusted_host(request)))
 
 
 async def _websocket(request: web.Request) -> web.WebSocketResponse:
     bridge = request.app[BRIDGE]
-    ws = web.WebSocketResponse(max_msg_size=bridge.config.limits.max_message_bytes, heartbeat=None, compress=False)
-    await ws.prepare(request)
-    conn = Connection(ws, asyncio.get_running_loop())
-    sender = asyncio.create_task(conn.pump())
-    greeted = False
+    bounds = bridge.bounds
+    if bridge.sockets >= bounds.max_connections:
+        raise web.HTTPServiceUnavailable(text=f"the bridge already serves {bridge.sockets} connections (serve --max-connections)\n")
+    ws = web.WebSocketResponse(max_msg_size=bridge.config.limits.max_message_bytes, heartbeat=bounds.ping_interval, compress=False)
+    bridge.sockets += 1
     try:
-        async for msg in ws:
-            if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
-                continue
-            state = _receive(bridge, conn, msg.data, greeted)
-            del msg  # a layer-sized request must not stay alive until the next message
-            if state is None:
-                break
-            greeted = state
+        await ws.prepare(request)
+        conn = Connection(ws, asyncio.get_running_loop(), bounds.outbox_bytes, request.transport)
+        sender = asyncio.create_task(conn.pump())
+        try:
+            await _serve_connection(bridge, conn)
+        finally:
+            bridge.disconnect(conn)
+            await sender
+            if not ws.closed:
+                await _close(ws, WSCloseCode.OK, "", request.transport)
     finally:
-        bridge.disconnect(conn)
-        await sender
-        if not ws.closed:
-            await ws.close()
+        bridge.sockets -= 1
     return ws
 
 
-def _receive(bridge: Bridge, conn: Connection, data: bytes | str, greeted: bool) -> bool | None:
+async def _serve_connection(bridge: Bridge, conn: Connection) -> None:
+    ws = conn.ws
+    greeted = False
+    while not conn.closed:
+        try:
+            msg = await ws.receive(timeout=None if greeted else bridge.bounds.hello_timeout)
+        except asyncio.TimeoutError:
+            conn.drop(f"no hello within {bridge.bounds.hello_timeout:g} s")
+            return
+        if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+            continue
+        data = msg.data
+        del msg  # a layer-sized request must not stay alive until the next message
+        state = await _receive(bridge, conn, data, greeted)
+        del data
+        if state is None:
+            return
+        greeted = state
+
+
+async def _receive(bridge: Bridge, conn: Connection, data: bytes | str, greeted: bool) -> bool | None:
     """Handle one frame; returns whether the client has said hello, or None when the connection must close."""
+    job_id = None
     try:
-        message = p.decode_client_message(data)
+        message = await bridge.decode(data)
+        del data
         if isinstance(message, p.Hello):
             return True if _greet(bridge, conn, message) else None
         if not greeted:
             raise p.ProtocolError(p.ErrorCode.HANDSHAKE_REQUIRED, "send 'hello' first")
-        _dispatch(bridge, conn, message)
+        if isinstance(message, p.Generate):
+            job_id = message.job_id
+            await bridge.submit(conn, message)
+        else:
+            _dispatch(bridge, conn, message)
     except p.ProtocolError as exc:
         conn.send(p.Error.from_exception(exc))
     except ModelError as exc:
         conn.send(p.Error(code=exc.code, message=exc.message))
     except Exception as exc:  # a bug of ours must cost one message, not the connection
         log.exception("message from %s failed", conn.name)
-        conn.send(p.Error(code=p.ErrorCode.INTERNAL, message=f"the bridge failed on this message: {exc.__class__.__name__}: {exc}"))
+        conn.send(p.Error(code=p.ErrorCode.INTERNAL, message=f"the bridge failed on this message: {exc.__class__.__name__}", job_id=job_id))
     return greeted
 
 
@@ -501,7 +711,9 @@ def _greet(bridge: Bridge, conn: Connection, hello: p.Hello) -> bool:
             )
         )
         return False
-    conn.name = hello.client
+    conn.name = _shorten(
+        "".join(c if c.isprintable() else "?" for c in hello.client[: bridge.bounds.max_name_chars + 1]), bridge.bounds.max_name_chars
+    )
     conn.encodings = hello.encodings
     bridge.connections.add(conn)
     conn.send(bridge.welcome())
@@ -509,19 +721,24 @@ def _greet(bridge: Bridge, conn: Connection, hello: p.Hello) -> bool:
 
 
 def _dispatch(bridge: Bridge, conn: Connection, message: p.Message) -> None:
-    if isinstance(message, p.Generate):
-        bridge.submit(conn, message)
-    elif isinstance(message, p.Cancel):
+    if isinstance(message, p.Cancel):
         bridge.cancel(conn, message.job_id)
     elif isinstance(message, p.ListModels):
         conn.send(p.Models(models=bridge.models(), current=bridge.model_state))
     elif isinstance(message, p.LoadModel):
-        bridge.request_model(message.model)
+        unchanged = bridge.request_model(message.model)
+        if unchanged is not None:
+            conn.send(p.ModelStatusEvent(model=unchanged))
 
 
 def create_app(config: ServerConfig) -> web.Application:
     """The aiohttp application: the bridge starts with it and stops with it."""
-    app = web.Application(middlewares=[_guard], client_max_size=config.limits.max_message_bytes)
+    app = web.Application(
+        middlewares=[_guard],
+        client_max_size=config.limits.max_message_bytes,
+        # aiohttp closes a connection that sends no request for this long, the first one included
+        handler_args={"keepalive_timeout": config.bounds.handshake_timeout},
+    )
     bridge = Bridge(config)
     app[BRIDGE] = bridge
     app.router.add_get("/health", _health)

@@ -31,22 +31,26 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, process: subprocess.Popen[str], port: int, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path, token: str | None = None) -> None:
         self.process = process
         self.port = port
         self.log = log
+        self.token = token
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def health(self) -> dict[str, object]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/health")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=5) as response:
             return dict(json.loads(response.read()))
 
 
 @contextmanager
-def serve(*args: str, log_dir: Path, timeout: float = 120.0) -> Iterator[Served]:
+def serve(*args: str, log_dir: Path, timeout: float = 120.0, token: str | None = None) -> Iterator[Served]:
     """Start the bridge in a subprocess and wait until /health says its model is no longer loading."""
     port = free_port()
     log = log_dir / f"serve-{port}.log"
@@ -60,7 +64,7 @@ def serve(*args: str, log_dir: Path, timeout: float = 120.0) -> Iterator[Served]
             stderr=subprocess.STDOUT,
             text=True,
         )
-    served = Served(process, port, log)
+    served = Served(process, port, log, token)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from bridge.cli import TOKEN_ENV, read_token
 from tests.served import ROOT, Served, serve
 
 
@@ -91,3 +93,40 @@ def test_install_plugins_into_a_folder(tmp_path: Path) -> None:
     assert (tmp_path / "gimp" / "img2img_bridge" / "vendor" / "bridge" / "client.py").exists()
     assert "Filters > AI" in done.stdout
     assert cli("install-plugins", "--dest", str(tmp_path)).returncode == 2
+
+
+def test_tokens_come_from_a_file_or_the_environment_not_the_command_line(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-from-file\n")
+    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    with serve("--model", "tiny", "--token-file", str(token_file), log_dir=tmp_path, token="s3cret-from-file") as served:
+        assert "s3cret" not in " ".join(served.process.args)  # type: ignore[arg-type]
+        base = ["run", str(tmp_path / "in.png"), "--prompt", "x", "--steps", "1", "--url", served.url, "--out", str(tmp_path / "o.png")]
+        refused = cli(*base)
+        assert refused.returncode == 1 and "token" in refused.stderr
+        env = dict(os.environ, IMG2IMG_BRIDGE_TOKEN="s3cret-from-file", PYTHONPATH=str(ROOT))
+        done = subprocess.run([sys.executable, "-m", "bridge", *base], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert cli(*base, "--token-file", str(token_file)).returncode == 0
+
+
+def test_read_token_prefers_the_flag_then_the_file_then_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, " from-env ")
+    (tmp_path / "t").write_text("from-file\nignored\n")
+    assert read_token("flag", tmp_path / "t") == "flag"
+    assert read_token(None, tmp_path / "t") == "from-file"
+    assert read_token(None, None) == "from-env"
+    monkeypatch.delenv(TOKEN_ENV)
+    assert read_token(None, None) is None
+
+
+def test_run_against_a_frozen_bridge_ends_with_an_error(tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    with serve("--model", "tiny", log_dir=tmp_path) as frozen:
+        os.kill(frozen.process.pid, signal.SIGSTOP)
+        try:
+            done = cli("run", str(tmp_path / "in.png"), "--prompt", "x", "--url", frozen.url, "--keepalive", "0.5", timeout=60)
+        finally:
+            os.kill(frozen.process.pid, signal.SIGCONT)
+    assert done.returncode == 1
+    assert "could not reach" in done.stderr and "Traceback" not in done.stderr

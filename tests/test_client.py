@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -122,3 +124,18 @@ def test_sending_without_connecting_is_a_clear_error() -> None:
     with pytest.raises(ClientError) as caught:
         BridgeClient().generate(job())
     assert "not connected" in caught.value.message
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP to freeze the server")
+def test_a_frozen_bridge_is_an_error_within_seconds_not_a_wait_forever(tmp_path: Path) -> None:
+    with serve("--model", "tiny", "--device", "cpu", log_dir=tmp_path) as frozen:
+        client = BridgeClient(frozen.url, keepalive=0.5)
+        client.connect()
+        os.kill(frozen.process.pid, signal.SIGSTOP)
+        try:
+            outcome = client.run(job(steps=50))  # no timeout: only the pings can end this wait
+        finally:
+            os.kill(frozen.process.pid, signal.SIGCONT)
+            client.close()
+    assert outcome.error is not None and outcome.error.code is p.ErrorCode.CONNECTION
+    assert "stopped answering" in outcome.error.message

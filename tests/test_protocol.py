@@ -444,3 +444,14 @@ def test_non_numeric_timings_are_an_invalid_field() -> None:
     wire["timings"] = {"total_ms": "fast"}
     error = decode_error(wire, p.SERVER_MESSAGES)
     assert (error.code, error.field) == (p.ErrorCode.INVALID_FIELD, "timings")
+
+
+def test_zlib_is_inflated_only_up_to_the_stated_size() -> None:
+    assert p.decode_plain(zlib.compress(bytes(64)), p.Encoding.ZLIB, 64, "image") == bytes(64)
+    bomb = zlib.compress(bytes(64 << 20))  # 64 MiB of zeros in about 64 KB
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_plain(bomb, p.Encoding.ZLIB, 64, "image")
+    assert caught.value.code is p.ErrorCode.SIZE_MISMATCH and caught.value.field == "image.data"
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_plain(zlib.compress(bytes(64))[:-5], p.Encoding.ZLIB, 64, "image")
+    assert caught.value.code is p.ErrorCode.INVALID_FIELD

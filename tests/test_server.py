@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,11 +17,14 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from bridge import protocol as p
 from bridge.client import BridgeClient, ClientError, Disconnected, new_job_id
+from bridge.jobs import JobState
+from bridge.models import scan_models_dir
 from bridge.server import ServerConfig
 from tests.bridge_server import RunningBridge, free_port, running_bridge
 
@@ -310,6 +317,7 @@ def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
         return bytes(msgpack.packb(wire, use_bin_type=True))
 
     image = good["image"]
+    mask_bomb = {"width": 8, "height": 8, "encoding": "zlib", "data": zlib.compress(b"\xff" * (8 << 20))}
     return [
         ("malformed", b"\xc1\x00garbage", p.ErrorCode.BAD_MESSAGE, None),
         ("not a map", msgpack.packb([1, 2, 3]), p.ErrorCode.BAD_MESSAGE, None),
@@ -331,6 +339,27 @@ def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
         ("empty mask", variant(mask={"width": 8, "height": 8, "data": b"\x00" * 64}), p.ErrorCode.INVALID_FIELD, "mask"),
         ("encoding", variant(image=dict(image, encoding="webp")), p.ErrorCode.INVALID_FIELD, "image.encoding"),
         ("corrupt png", variant(image=dict(image, encoding="png", data=b"not a png")), p.ErrorCode.INVALID_FIELD, "image.data"),
+        ("png of another size", variant(image=dict(image, encoding="png", data=_png(4, 4))), p.ErrorCode.SIZE_MISMATCH, "image.data"),
+        ("corrupt zlib", variant(image=dict(image, encoding="zlib", data=b"xx")), p.ErrorCode.INVALID_FIELD, "image.data"),
+        (
+            "zlib bomb",
+            variant(image=dict(image, encoding="zlib", data=zlib.compress(bytes(64 << 20)))),
+            p.ErrorCode.SIZE_MISMATCH,
+            "image.data",
+        ),
+        ("short zlib", variant(image=dict(image, encoding="zlib", data=zlib.compress(bytes(10)))), p.ErrorCode.SIZE_MISMATCH, "image.data"),
+        (
+            "cut zlib",
+            variant(image=dict(image, encoding="zlib", data=zlib.compress(bytes(256))[:-6])),
+            p.ErrorCode.INVALID_FIELD,
+            "image.data",
+        ),
+        (
+            "zlib mask bomb",
+            variant(mask=mask_bomb),
+            p.ErrorCode.SIZE_MISMATCH,
+            "mask.data",
+        ),
         ("count", variant(count=99), p.ErrorCode.INVALID_FIELD, "count"),
         ("cancel unknown", msgpack.packb({"type": "cancel", "job_id": "nope"}), p.ErrorCode.UNKNOWN_JOB, "job_id"),
         ("load unknown model", msgpack.packb({"type": "load_model", "model": "!!"}), p.ErrorCode.UNKNOWN_MODEL, None),
@@ -338,6 +367,12 @@ def _bad_wire() -> list[tuple[str, bytes, p.ErrorCode, str | None]]:
 
 
 _DROP = object()
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGBA", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(("frame", "code", "field"), [case[1:] for case in _bad_wire()], ids=[case[0] for case in _bad_wire()])
@@ -351,6 +386,9 @@ def test_bad_input_is_answered_and_the_connection_stays_usable(
     assert error.code is code, error.message
     assert error.field == field
     assert error.message
+    sent = msgpack.unpackb(frame, raw=False) if code is not p.ErrorCode.BAD_MESSAGE else None
+    if isinstance(sent, dict) and sent.get("type") == "generate":
+        assert error.job_id == sent.get("job_id")  # every refusal of a job names it, so its waiter ends
     assert client.run(request(photo(32, 32), steps=1), timeout=TIMEOUT).ok
 
 
@@ -437,19 +475,154 @@ def test_client_explains_when_no_bridge_runs() -> None:
     assert "img2img-bridge serve" in caught.value.message
 
 
-def test_a_model_that_fails_to_load_is_an_error_not_a_dead_server(model_cache: object, tmp_path: Path) -> None:
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
+def model_states(events: Events, until: p.ModelStatus, name: str) -> list[p.ModelState]:
+    """The model states broadcast until ``name`` reaches ``until``."""
+    states: list[p.ModelState] = []
+    while not states or (states[-1].status, states[-1].name) != (until, name):
+        states.append(events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model)
+    return states
+
+
+def test_a_model_that_fails_to_load_leaves_the_previous_one_serving(model_cache: object, tmp_path: Path) -> None:
+    broken = tmp_path / "models" / "broken-model"
+    broken.mkdir(parents=True)
     (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    catalog = tuple(scan_models_dir(tmp_path / "models"))
+    with running_bridge(ServerConfig(model="tiny", device="cpu", catalog=catalog)) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            client.load_model("broken-model")
+            failed = model_states(events, p.ModelStatus.ERROR, "broken-model")[-1]
+            assert "could not load" in failed.message
+            model_states(events, p.ModelStatus.READY, "tiny")
+            assert client.run(request(photo(32, 32), steps=1), timeout=TIMEOUT).ok
+            assert server.health()["status"] == "ready"
+
+
+def test_a_job_cancelled_while_a_model_loads_ends_once_and_its_id_is_free_again(model_cache: object, tmp_path: Path) -> None:
+    broken = tmp_path / "models" / "broken-model"
+    broken.mkdir(parents=True)
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    config = ServerConfig(model="tiny", device="cpu", catalog=tuple(scan_models_dir(tmp_path / "models")))
+    with running_bridge(config) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            release = threading.Event()
+            server.bridge.engine_thread.submit(release.wait)  # the load waits behind this, the job behind the load
+            client.load_model("broken-model")
+            job = request(photo(32, 32), steps=1)
+            client.generate(job)
+            events.wait(p.Queued, job_id=job.job_id)
+            while server.call(lambda: [j.state for c in server.bridge.connections for j in c.jobs.values()]) != [JobState.RUNNING]:
+                time.sleep(0.01)  # the worker took the job and now waits for the load
+            client.cancel(job.job_id)
+            release.set()
+            events.wait(p.Cancelled, job_id=job.job_id)
+            again = client.run(job, timeout=TIMEOUT)  # the same id: the first job is over
+            assert again.ok
+            ends = [e for e in events.seen if isinstance(e, p.Message) and getattr(e, "job_id", None) == job.job_id and p.is_job_end(e)]
+            assert [type(e) for e in ends] == [p.Cancelled]
+
+
+def test_a_duplicate_job_id_is_refused_naming_the_id(bridge: RunningBridge, connect: Connect) -> None:
+    events = Events()
+    client = connect(on_event=events)
+    release = threading.Event()
+    bridge.bridge.engine_thread.submit(release.wait)
+    try:
+        job = request(photo(32, 32), steps=1)
+        client.generate(job)
+        events.wait(p.Queued, job_id=job.job_id)
+        client.send_raw(p.encode(job))
+        error = events.wait(p.Error)
+        assert (error.code, error.job_id) == (p.ErrorCode.DUPLICATE_JOB, job.job_id)
+    finally:
+        release.set()
+
+
+def http_get(server: RunningBridge, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    req = urllib.request.Request(server.http + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_a_foreign_host_name_is_refused_and_health_details_need_a_loopback_host(model_cache: object) -> None:
+    config = ServerConfig(model="tiny", device="cpu", allowed_hosts=("bridge.lan",))
+    with running_bridge(config) as server:
+        status, text = http_get(server, "/health", {"Host": "evil.example"})
+        assert status == 421 and "--allow-host" in text
+        upgrade = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        }
+        assert http_get(server, p.WS_PATH, {"Host": "evil.example", **upgrade})[0] == 421
+        status, text = http_get(server, "/health", {"Host": f"bridge.lan:{server.port}"})
+        assert status == 200
+        summary = json.loads(text)
+        assert summary["status"] == "ready" and "recent_jobs" not in summary and "model" not in summary
+        for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", "[::1]"):
+            status, text = http_get(server, "/health", {"Host": host})
+            assert status == 200 and json.loads(text)["model"] == "tiny"
+
+
+def test_bearer_is_case_insensitive_and_the_token_is_never_echoed(model_cache: object) -> None:
+    with running_bridge(ServerConfig(model="tiny", device="cpu", token="s3cret")) as server:
+        assert http_get(server, "/health", {"Authorization": "bearer s3cret"})[0] == 200
+        assert http_get(server, "/health", {"Authorization": "BEARER  s3cret"})[0] == 200
+        status, text = http_get(server, "/health", {"Authorization": "Bearer not-the-token"})
+        assert status == 401 and "not-the-token" not in text and "s3cret" not in text
+
+
+def test_only_offered_models_load_and_errors_do_not_tell_what_exists(model_cache: object, tmp_path: Path) -> None:
+    existing = tmp_path / "real.safetensors"
+    existing.write_bytes(b"\0" * 16)
     with running_bridge(ServerConfig(model="tiny", device="cpu")) as server:
         events = Events()
         with BridgeClient(server.url, on_event=events) as client:
-            client.load_model(str(broken))
-            state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
-            while state.status is p.ModelStatus.LOADING:
-                state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
-            assert state.status is p.ModelStatus.ERROR
-            assert "could not load" in state.message
-            outcome = client.run(request(photo(32, 32)), timeout=TIMEOUT)
-            assert outcome.error is not None and outcome.error.code is p.ErrorCode.NO_MODEL
-            assert server.health()["status"] == "error"
+            answers = []
+            for name in (str(existing), str(tmp_path / "missing.safetensors"), str(tmp_path), "someone/some-model"):
+                client.load_model(name)
+                error = events.wait(p.Error)
+                assert error.code is p.ErrorCode.UNKNOWN_MODEL
+                answers.append(error.message.split(" is not a model ", 1)[1])  # the same sentence after the name
+            assert len(set(answers)) == 1, answers
+            assert server.health()["model"] == "tiny"
+    with running_bridge(ServerConfig(model="tiny", device="cpu", allow_hub=True)) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            client.load_model("someone/some-model")  # offline: it cannot be found, but it was allowed to try
+            states = model_states(events, p.ModelStatus.NO_MODEL, "someone/some-model")
+            assert states[0].status is p.ModelStatus.LOADING
+            model_states(events, p.ModelStatus.READY, "tiny")
+
+
+def test_loads_coalesce_and_cannot_starve_another_clients_job(model_cache: object, tmp_path: Path) -> None:
+    broken = tmp_path / "models" / "broken-model"
+    broken.mkdir(parents=True)
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    config = ServerConfig(model="tiny", device="cpu", catalog=tuple(scan_models_dir(tmp_path / "models")))
+    with running_bridge(config) as server:
+        loader_events, worker_events = Events(), Events()
+        with BridgeClient(server.url, on_event=loader_events) as loader, BridgeClient(server.url, on_event=worker_events) as worker:
+            loader.load_model("tiny")  # already loaded: nothing happens but an answer to the asker
+            assert loader_events.wait(p.ModelStatusEvent).model.status is p.ModelStatus.READY
+            release = threading.Event()
+            server.bridge.engine_thread.submit(release.wait)
+            for _ in range(30):
+                loader.load_model("broken-model")
+                loader.load_model("tiny")
+            job = request(photo(32, 32), steps=1)
+            worker.generate(job)
+            release.set()
+            worker_events.wait(p.Result, job_id=job.job_id)
+            started = [
+                e.model.name
+                for e in worker_events.seen
+                if isinstance(e, p.ModelStatusEvent) and e.model.status is p.ModelStatus.LOADING and e.model.progress == 0.0
+            ]
+            assert len(started) <= 3, started  # the running load, the newest wanted one, the restore of the previous model
