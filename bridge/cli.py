@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _main(argv: list[str] | None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``serve``, ``run`` and ``install-plugins``, every option with its help and default."""
     parser = argparse.ArgumentParser(prog="img2img-bridge", description="A local img2img diffusion server for GIMP and Krita.")
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,7 +152,11 @@ def _main(argv: list[str] | None) -> int:
     install.add_argument("--enable", action="store_true", help="enable the Krita plug-in in kritarc (Krita must be closed)")
     install.add_argument("--kritarc", type=Path, default=None, help="the kritarc to edit with --enable")
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command in ("serve", "run"):
         try:
             args.token = read_token(args.token, args.token_file)

@@ -12,6 +12,8 @@ from pathlib import Path
 from .throttle import LogThrottle
 
 LEVELS = ("debug", "info", "warning", "error")
+#: the logger every module of the bridge logs to
+BRIDGE_LOGGER = "img2img_bridge"
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 #: a log file is rotated at this size, keeping this many old files
 LOG_FILE_BYTES = 10 << 20
@@ -44,7 +46,7 @@ def configure(level: str = "info", log_file: Path | None = None) -> None:
         )
     throttle = LogThrottle()
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(_Formatter(FORMAT))
         handler.addFilter(throttle)
     logging.basicConfig(level=numeric, handlers=handlers, force=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -53,13 +55,22 @@ def configure(level: str = "info", log_file: Path | None = None) -> None:
         _quiet_libraries()
 
 
+class _Formatter(logging.Formatter):
+    """The bridge's own lines as they are; another library's lines start with its name in brackets."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        if record.name.split(".")[0] in (BRIDGE_LOGGER, "aiohttp"):
+            return line
+        prefix = f"{record.asctime} {record.levelname} "
+        return f"{prefix}[{record.name}] {line[len(prefix) :]}" if line.startswith(prefix) else line
+
+
 def _quiet_libraries() -> None:
     # read by transformers and diffusers when they are imported (the engine imports them later)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    for name in _NOISY:
-        logging.getLogger(name).setLevel(logging.ERROR)
     # torchvision's and diffusers' deprecation notes are for developers, not for the person running the bridge
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -79,3 +90,6 @@ def _quiet_libraries() -> None:
         transformers_logging.set_verbosity_error()
     except ImportError:
         pass
+    # after the imports above: each library sets its own logger's level when it is first imported
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.ERROR)

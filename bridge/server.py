@@ -478,7 +478,8 @@ class Bridge:
         self.board.job_ended(record)
         conn.jobs_ended += 1
         # live frames come many a second: they are logged at debug level, the status page shows their rate
-        log.log(logging.DEBUG if request.live else logging.INFO, "%s", record.log_line())
+        # as its own template: the log throttle (meant for floods of refusals) must not drop job lines
+        log.log(logging.DEBUG if request.live else logging.INFO, record.log_line())
 
     def cancel(self, conn: Connection, job_id: str) -> None:
         job = conn.jobs.get(job_id)
