@@ -300,7 +300,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     if args.previews is not None:
-        args.previews.mkdir(parents=True, exist_ok=True)
+        try:
+            args.previews.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"--previews {args.previews}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
 
     def on_event(event: p.Message | Disconnected) -> None:
         if isinstance(event, p.Queued) and event.position:

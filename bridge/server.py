@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import hmac
 import ipaddress
@@ -558,7 +559,8 @@ class Bridge:
             if last is None:
                 raise RuntimeError("the engine produced no result")
             if not request.live:
-                self._previews.submit(self.board.add_thumbnail, job.job_id, generated.index, generated.pixels)
+                with contextlib.suppress(RuntimeError):  # the pool is shut down when the bridge stops
+                    self._previews.submit(self.board.add_thumbnail, job.job_id, generated.index, generated.pixels)
             return last
         except JobCancelled:
             outcome = "cancelled"
