@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import queue
 import sys
 from pathlib import Path
 
@@ -12,35 +12,77 @@ from . import __version__
 from . import protocol as p
 from .bounds import ServerBounds
 from .client import DEFAULT_URL, BridgeClient, ClientError, Disconnected, new_job_id
+from .logs import LEVELS, LOG_FILE_BACKUPS, LOG_FILE_BYTES
 
 #: where ``serve`` and ``run`` read the token when neither --token nor --token-file is given
 TOKEN_ENV = "IMG2IMG_BRIDGE_TOKEN"
 
 
+_SERVE_EXAMPLES = """examples:
+  img2img-bridge serve                              the default model on ws://127.0.0.1:7421/ws
+  img2img-bridge serve --model tiny                 the built-in test model (no download; output is noise)
+  img2img-bridge serve --models-dir ~/ComfyUI/models/checkpoints --log-file bridge.log
+the status page is http://127.0.0.1:7421/ (this machine only, or with the token)"""
+
+_RUN_EXAMPLES = """examples:
+  img2img-bridge run photo.png --prompt "a stormy sky" --out sky.png
+  img2img-bridge run photo.png --prompt "a stormy sky" --mask mask.png --strength 0.7 --count 4
+  img2img-bridge run photo.png --prompt "oil painting" --model other.safetensors --seed 42"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before or after a job: nothing to cancel, nothing to explain
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``serve``, ``run`` and ``install-plugins``, every option with its help and default."""
     parser = argparse.ArgumentParser(prog="img2img-bridge", description="A local img2img diffusion server for GIMP and Krita.")
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="start the bridge server")
+    serve = commands.add_parser(
+        "serve", help="start the bridge server", epilog=_SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     serve.add_argument("--host", default=p.DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=int, default=p.DEFAULT_PORT, help="port (default: %(default)s)")
     serve.add_argument(
         "--model", default=None, help="Hub repo id, diffusers folder, .safetensors/.ckpt file, or 'tiny' (default: stabilityai/sd-turbo)"
     )
-    serve.add_argument("--models-dir", action="append", default=[], type=Path, help="add every checkpoint in this folder to the model list")
-    serve.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    serve.add_argument(
+        "--models-dir", action="append", default=[], type=Path, help="offer every checkpoint in this folder to clients (repeatable)"
+    )
+    serve.add_argument(
+        "--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="where the model runs (default: %(default)s: a GPU if any)"
+    )
     _token_arguments(serve, "require this token from every client (needed to bind beyond loopback)")
     serve.add_argument("--allow-origin", action="append", default=[], help="a browser Origin allowed to connect (default: none)")
     serve.add_argument(
         "--allow-host", action="append", default=[], help="a Host name besides loopback ones that clients may use (default: none)"
     )
     serve.add_argument("--allow-hub", action="store_true", help="let clients load any Hugging Face Hub id, not only the listed models")
-    serve.add_argument("--max-pixels", type=int, default=p.Limits().max_pixels, help="largest image accepted, in pixels")
-    serve.add_argument("--max-side", type=int, default=p.Limits().max_side, help="largest image side accepted")
+    serve.add_argument(
+        "--max-pixels", type=int, default=p.Limits().max_pixels, help="largest image accepted, in pixels (default: %(default)s)"
+    )
+    serve.add_argument("--max-side", type=int, default=p.Limits().max_side, help="largest image side accepted (default: %(default)s)")
     serve.add_argument("--cuda-graphs", action="store_true", help="capture the UNet in CUDA graphs for live jobs (faster live mode)")
-    serve.add_argument("--live-size", type=int, default=512, help="canvas size warmed up for live jobs with --cuda-graphs")
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--live-size", type=int, default=512, help="canvas size warmed up for live jobs with --cuda-graphs (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=LEVELS,
+        help="debug also shows live frames and the libraries' own logs (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help=f"also log to this file, rotated at {LOG_FILE_BYTES >> 20} MiB ({LOG_FILE_BACKUPS} old files kept)",
+    )
     bounds = ServerBounds()
     serve.add_argument("--max-connections", type=int, default=bounds.max_connections, help="open websockets (default: %(default)s)")
     serve.add_argument(
@@ -71,19 +113,30 @@ def main(argv: list[str] | None = None) -> int:
         help="MiB of unread events per client before it is disconnected (default: 256, or one largest result)",
     )
 
-    run = commands.add_parser("run", help="send an image to a running bridge and save the result")
-    run.add_argument("input", type=Path, help="the image (PNG, JPEG, …)")
-    run.add_argument("--prompt", required=True)
-    run.add_argument("--negative", default="")
+    run = commands.add_parser(
+        "run",
+        help="send an image to a running bridge and save the result",
+        epilog=_RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("input", type=Path, help="the image (PNG, JPEG, WebP, TIFF…; 16-bit and grayscale too)")
+    run.add_argument("--prompt", required=True, help="what the result should show")
+    run.add_argument("--negative", default="", help="what it should not show (default: nothing)")
     run.add_argument("--strength", type=float, default=0.5, help="0-1: low stays close to the input (default: %(default)s)")
-    run.add_argument("--steps", type=int, default=20)
+    run.add_argument("--steps", type=int, default=20, help="denoising steps; img2img runs about steps × strength (default: %(default)s)")
     run.add_argument("--guidance", type=float, default=None, help="default: 0 for turbo models, 7 otherwise")
     run.add_argument("--seed", type=int, default=None, help="default: random (printed)")
-    run.add_argument("--count", type=int, default=1, help="variations, with seeds seed, seed+1, …")
-    run.add_argument("--mask", type=Path, default=None, help="grayscale mask: white regenerates, black keeps")
-    run.add_argument("--out", type=Path, default=Path("out.png"))
+    run.add_argument("--count", type=int, default=1, help="variations, with seeds seed, seed+1, … (default: %(default)s)")
+    run.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="grayscale mask: white regenerates, black keeps; or an image with transparency: opaque regenerates",
+    )
+    run.add_argument("--out", type=Path, default=Path("out.png"), help="result file; more variations get -1, -2… (default: %(default)s)")
     run.add_argument("--previews", type=Path, default=None, help="save each preview into this folder")
-    run.add_argument("--url", default=DEFAULT_URL)
+    run.add_argument("--model", default=None, help="load this model on the bridge first (default: the one it serves)")
+    run.add_argument("--url", default=DEFAULT_URL, help="the bridge (default: %(default)s)")
     _token_arguments(run, "the bridge's token")
     run.add_argument(
         "--keepalive",
@@ -99,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--enable", action="store_true", help="enable the Krita plug-in in kritarc (Krita must be closed)")
     install.add_argument("--kritarc", type=Path, default=None, help="the kritarc to edit with --enable")
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command in ("serve", "run"):
         try:
             args.token = read_token(args.token, args.token_file)
@@ -131,24 +188,43 @@ def read_token(token: str | None, token_file: Path | None) -> str | None:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .models import DEFAULT_MODEL, ModelError, pick_device, resolve, scan_models_dir
+    from . import logs
+    from .listening import bind
+    from .models import DEFAULT_MODEL, ModelError, ModelSpec, pick_device, resolve, scan_models_dir
     from .server import ServerConfig, create_app, is_loopback
-    from .throttle import LogThrottle
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(LogThrottle())
     _raise_file_limit()
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if not is_loopback(args.host) and not args.token:
         print(f"refusing to listen on {args.host} without --token: anyone on the network could use it", file=sys.stderr)
         return 2
+    for folder in args.models_dir:
+        if not folder.is_dir():
+            print(f"--models-dir {folder}: no such folder", file=sys.stderr)
+            return 2
+    if args.log_file is not None and not args.log_file.parent.is_dir():
+        print(f"--log-file {args.log_file}: the folder {args.log_file.parent} does not exist", file=sys.stderr)
+        return 2
+    try:
+        # bound before anything is loaded: a taken port is one line, not a model load and then a traceback
+        sockets = bind(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"could not listen on {args.host}:{args.port}: {exc.strerror or exc} (is another bridge running? try --port)", file=sys.stderr
+        )
+        return 1
+    logs.configure(args.log_level, args.log_file)
     try:
         device = pick_device(args.device)
     except ModelError as exc:
         print(exc.message, file=sys.stderr)
         return 2
-    catalog = tuple(spec for folder in args.models_dir for spec in scan_models_dir(folder))
+    found: list[ModelSpec] = []
+    for folder in args.models_dir:
+        specs = scan_models_dir(folder)
+        if not specs:
+            print(f"note: --models-dir {folder} holds no .safetensors/.ckpt file or diffusers folder", file=sys.stderr)
+        found.extend(specs)
+    catalog = tuple(found)
     model = args.model or DEFAULT_MODEL
     try:
         resolve(model, list(catalog))
@@ -186,20 +262,15 @@ def _serve(args: argparse.Namespace) -> int:
         cuda_graphs=args.cuda_graphs,
         live_size=args.live_size,
     )
-    url = f"ws://{args.host}:{args.port}{p.WS_PATH}"
-    print(f"img2img-bridge {__version__} on {url}  (health: http://{args.host}:{args.port}/health)", flush=True)
+    web_host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"ws://{web_host}:{args.port}{p.WS_PATH}"
+    print(f"img2img-bridge {__version__} on {url}  (status page: http://{web_host}:{args.port}/)", flush=True)
     print(f"device: {device}; model: {model} (loading; /health shows when it is ready)", flush=True)
     if model == "tiny":
         print("the tiny model is a built-in test model with random weights: its output is noise", flush=True)
     if catalog:
         print(f"{len(catalog)} more models found in {', '.join(str(d) for d in args.models_dir)}", flush=True)
-    try:
-        web.run_app(create_app(config), host=args.host, port=args.port, print=None, handle_signals=True)
-    except OSError as exc:
-        print(
-            f"could not listen on {args.host}:{args.port}: {exc.strerror or exc} (is another bridge running? try --port)", file=sys.stderr
-        )
-        return 1
+    web.run_app(create_app(config), sock=sockets, print=None, handle_signals=True)
     return 0
 
 
@@ -218,38 +289,46 @@ def _raise_file_limit() -> None:
 def _run(args: argparse.Namespace) -> int:
     from PIL import Image as PILImage
 
+    from .image_files import ImageFileError, check_limits, output_format, read_image, read_mask, save_image
+
     try:
-        with PILImage.open(args.input) as source:
-            rgba = source.convert("RGBA")
-        mask_data = None
-        if args.mask is not None:
-            with PILImage.open(args.mask) as mask_image:
-                gray = mask_image.convert("L")
-            if gray.size != rgba.size:
-                print(f"the mask is {gray.size[0]}x{gray.size[1]} but the image is {rgba.size[0]}x{rgba.size[1]}", file=sys.stderr)
-                return 2
-            mask_data = p.Mask(width=gray.width, height=gray.height, data=gray.tobytes())
-    except OSError as exc:
-        print(f"could not read an image: {exc}", file=sys.stderr)
+        output_format(args.out)  # before the job: a result that cannot be written would be lost
+        rgba = read_image(args.input)
+        mask_data = read_mask(args.mask, rgba.size) if args.mask is not None else None
+    except ImageFileError as exc:
+        print(exc.message, file=sys.stderr)
         return 2
 
     if args.previews is not None:
-        args.previews.mkdir(parents=True, exist_ok=True)
+        try:
+            args.previews.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"--previews {args.previews}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
 
     def on_event(event: p.Message | Disconnected) -> None:
         if isinstance(event, p.Queued) and event.position:
             print(f"queued behind {event.position} job(s)", flush=True)
         elif isinstance(event, p.Progress):
-            print(f"\rstep {event.step}/{event.steps}", end="", flush=True)
+            image = f"image {event.index + 1} of {args.count}: " if args.count > 1 else ""
+            print(f"\r{image}step {event.step}/{event.steps}", end="", flush=True)
         elif isinstance(event, p.Preview) and args.previews is not None:
             path = args.previews / f"preview-{event.index:02d}-{event.step:03d}.png"
             PILImage.frombytes("RGBA", (event.image.width, event.image.height), event.image.raw_rgba()).save(path)
 
+    job_id = new_job_id()
+    models = _ModelWatch()
     try:
-        with BridgeClient(args.url, token=args.token, name="img2img-bridge run", keepalive=args.keepalive) as client:
+        with BridgeClient(args.url, token=args.token, name="img2img-bridge run", keepalive=args.keepalive, on_event=models) as client:
             welcome = client.welcome
             assert welcome is not None
-            state = welcome.model
+            refusal = check_limits(rgba.width, rgba.height, welcome.limits)
+            if refusal is not None:
+                print(refusal, file=sys.stderr)
+                return 2
+            state = welcome.model if args.model is None else _load_model(client, welcome, args.model, models)
+            if state is None:
+                return 1
             if state.status in (p.ModelStatus.NO_MODEL, p.ModelStatus.ERROR):
                 print(f"the bridge has no model: {state.message}", file=sys.stderr)
                 return 1
@@ -257,7 +336,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"note: {state.name} is a test model; its output is noise", flush=True)
             guidance = args.guidance if args.guidance is not None else (0.0 if "turbo" in (state.name or "") else 7.0)
             request = p.Generate(
-                job_id=new_job_id(),
+                job_id=job_id,
                 image=p.Image(width=rgba.width, height=rgba.height, data=rgba.tobytes()),
                 mask=mask_data,
                 prompt=args.prompt,
@@ -269,7 +348,12 @@ def _run(args: argparse.Namespace) -> int:
                 count=args.count,
                 preview=p.PreviewSettings(every=1 if args.previews is not None else 0),
             )
-            outcome = client.run(request, on_event)
+            try:
+                outcome = client.run(request, on_event)
+            except KeyboardInterrupt:
+                _cancel(client, job_id)
+                print("\ncancelled", file=sys.stderr)
+                return 130
     except ClientError as exc:
         print(exc.message, file=sys.stderr)
         return 1
@@ -286,12 +370,61 @@ def _run(args: argparse.Namespace) -> int:
         patch = PILImage.frombytes("RGBA", (result.image.width, result.image.height), result.image.raw_rgba())
         full = rgba.copy()
         full.paste(patch, (result.x, result.y))
-        full.save(out)
+        try:
+            save_image(full, out)
+        except ImageFileError as exc:
+            print(exc.message, file=sys.stderr)
+            return 1
         total = result.timings.get("total_ms", 0.0)
         print(f"wrote {out} (seed {result.seed}, {total:.0f} ms)")
     if args.previews is not None:
         print(f"{outcome.previews} previews in {args.previews}")
     return 0
+
+
+def _cancel(client: BridgeClient, job_id: str) -> None:
+    """Ctrl-C: tell the bridge to stop the job (closing the connection would too, a moment later)."""
+    try:
+        client.cancel(job_id)
+    except ClientError:
+        pass
+
+
+class _ModelWatch:
+    """The model states the bridge announces, in order (the client's reader thread puts, the command takes)."""
+
+    def __init__(self) -> None:
+        self.states: queue.Queue[p.ModelState | None] = queue.Queue()
+
+    def __call__(self, event: p.Message | Disconnected) -> None:
+        if isinstance(event, p.ModelStatusEvent):
+            self.states.put(event.model)
+        elif isinstance(event, Disconnected):
+            self.states.put(None)
+
+
+def _load_model(client: BridgeClient, welcome: p.Welcome, name: str, watch: _ModelWatch) -> p.ModelState | None:
+    """Have the bridge serve ``name``: its state once loaded, or None after saying why not."""
+    if welcome.model.name == name and welcome.model.status is p.ModelStatus.READY:
+        return welcome.model
+    offered = [m.name for m in welcome.models]
+    if name not in offered:
+        print(f"the bridge does not offer {name!r}; it offers: {', '.join(offered) or 'nothing'}", file=sys.stderr)
+        return None
+    client.load_model(name)
+    print(f"loading {name}…", flush=True)
+    while True:
+        state = watch.states.get()
+        if state is None:
+            print(f"the bridge closed the connection while loading {name}", file=sys.stderr)
+            return None
+        if state.name != name:
+            continue
+        if state.status is p.ModelStatus.READY:
+            return state
+        if state.status in (p.ModelStatus.ERROR, p.ModelStatus.NO_MODEL):
+            print(f"the bridge could not load {name}: {state.message}", file=sys.stderr)
+            return None
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -76,9 +76,20 @@ def normalize_url(url: str) -> str:
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
-        raise ClientError(p.ErrorCode.CONNECTION, f"{url!r} is not a bridge address (expected ws://HOST:PORT)")
+        raise ClientError(p.ErrorCode.CONNECTION, f"{shown_url(url)!r} is not a bridge address (expected ws://HOST:PORT)")
     path = parts.path if parts.path not in ("", "/") else p.WS_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages may show it: a token in its query is replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = "&".join(
+        f"{key}=***" if key.lower() == "token" else piece for piece in parts.query.split("&") for key in (piece.partition("=")[0],)
+    )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 def new_job_id() -> str:
@@ -188,19 +199,23 @@ class BridgeClient:
             if status in (401, 403):
                 raise ClientError(
                     p.ErrorCode.UNAUTHORIZED,
-                    f"the bridge at {self.url} refused the connection ({status}): check the token (serve --token)",
+                    f"the bridge at {shown_url(self.url)} refused the connection ({status}): check the token (serve --token)",
                 ) from exc
             raise ClientError(
-                p.ErrorCode.CONNECTION, f"the bridge at {self.url} answered HTTP {status}; is this an img2img bridge?"
+                p.ErrorCode.CONNECTION, f"the bridge at {shown_url(self.url)} answered HTTP {status}; is this an img2img bridge?"
             ) from exc
         except (OSError, WebSocketException, TimeoutError) as exc:
-            raise ClientError(p.ErrorCode.CONNECTION, f"could not reach the bridge at {self.url} ({exc}); {START_HINT}") from exc
+            raise ClientError(
+                p.ErrorCode.CONNECTION, f"could not reach the bridge at {shown_url(self.url)} ({self._redact(exc)}); {START_HINT}"
+            ) from exc
         try:
             ws.send(p.encode(p.Hello(client=self.name, encodings=self.encodings)))
             reply = p.decode_server_message(ws.recv(timeout=self.timeout))
         except Exception as exc:
             ws.close()
-            raise ClientError(p.ErrorCode.CONNECTION, f"the bridge at {self.url} did not complete the handshake: {exc}") from exc
+            raise ClientError(
+                p.ErrorCode.CONNECTION, f"the bridge at {shown_url(self.url)} did not complete the handshake: {self._redact(exc)}"
+            ) from exc
         if isinstance(reply, p.Error):
             ws.close()
             raise ClientError(reply.code, reply.message, field=reply.field)
@@ -215,6 +230,11 @@ class BridgeClient:
         self._reader = threading.Thread(target=self._read_loop, name="img2img-bridge-reader", daemon=True)
         self._reader.start()
         return reply
+
+    def _redact(self, exc: Exception) -> str:
+        """An exception's text without the URL's token or ``token``: a message must never echo a secret."""
+        text = str(exc).replace(self.url, shown_url(self.url))
+        return text.replace(self.token, "***") if self.token else text
 
     @property
     def connected(self) -> bool:

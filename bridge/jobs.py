@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,6 +32,10 @@ class Job:
     held_bytes: int = 0
     #: set once the job's terminal event has been sent
     ended: bool = False
+    #: how it ended (done, cancelled, error) and the denoising steps it ran, for the log and the status page
+    outcome: str = "cancelled"
+    steps_run: int = 0
+    submitted: float = field(default_factory=time.perf_counter)
 
     @property
     def job_id(self) -> str:

@@ -200,7 +200,7 @@ def _local_location(spec: ModelSpec) -> str:
         return snapshot_download(spec.location, local_files_only=True)
     except Exception:
         pass
-    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("IMG2IMG_BRIDGE_OFFLINE"):
+    if any(os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE") for var in ("HF_HUB_OFFLINE", "IMG2IMG_BRIDGE_OFFLINE")):
         raise ModelError(
             p.ErrorCode.MODEL_LOAD_FAILED, _missing_hint(spec.location, "the Hugging Face cache has no copy and downloads are off")
         )

@@ -1,4 +1,4 @@
-"""The bridge server (aiohttp): ``GET /health`` and the websocket ``/ws``.
+"""The bridge server (aiohttp): the status page ``/``, ``GET /health`` and the websocket ``/ws``.
 
 One GPU worker takes jobs from a shared queue and runs them on a dedicated
 thread; events travel back to each connection through its own send queue, so
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import hmac
 import ipaddress
 import itertools
@@ -16,8 +18,8 @@ import logging
 import re
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import Any, AsyncIterator, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -27,6 +29,7 @@ from . import protocol as p
 from .bounds import ByteBudget, ServerBounds, input_bytes
 from .jobs import Job, JobQueue, JobState
 from .models import TINY_MODEL_NAME, LoadedModel, ModelError, ModelSpec, load, resolve
+from .status import ClientView, JobRecord, StatusBoard
 
 log = logging.getLogger("img2img_bridge")
 
@@ -70,13 +73,21 @@ class Connection:
     _ids = itertools.count(1)
 
     def __init__(
-        self, ws: web.WebSocketResponse, loop: asyncio.AbstractEventLoop, outbox_bytes: int, transport: asyncio.BaseTransport | None = None
+        self,
+        ws: web.WebSocketResponse,
+        loop: asyncio.AbstractEventLoop,
+        outbox_bytes: int,
+        transport: asyncio.BaseTransport | None = None,
+        peer: str = "?",
     ) -> None:
         self.id = next(self._ids)
         self.ws = ws
         self.transport = transport
         self.loop = loop
         self.name = "?"
+        self.peer = peer
+        self.since = time.time()
+        self.jobs_ended = 0
         self.encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS
         self.jobs: dict[str, Job] = {}
         self.outbox_bytes = outbox_bytes
@@ -236,8 +247,8 @@ class Bridge:
         self._loading: asyncio.Future[None] | None = None
         self._loading_spec: ModelSpec | None = None
         self._wanted: ModelSpec | None = None
-        #: the last jobs that ended: job id, client, outcome, denoising steps run, milliseconds
-        self.recent: deque[dict[str, Any]] = deque(maxlen=50)
+        #: the last jobs that ended, the last results' thumbnails, live frame rates
+        self.board = StatusBoard()
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -441,6 +452,7 @@ class Bridge:
             return
         job.ended = True
         job.state = JobState.DONE
+        self._record(job, conn)
         job.prepared = None
         if job.held_bytes:
             self.inputs.release(conn, job.held_bytes)
@@ -449,6 +461,31 @@ class Bridge:
             del conn.jobs[job.job_id]
         if frame is not None:
             conn.send_frame(frame)
+
+    def _record(self, job: Job, conn: Connection) -> None:
+        request = job.request
+        record = JobRecord(
+            job_id=job.job_id,
+            client=conn.name,
+            connection=conn.id,
+            outcome=job.outcome,
+            width=request.image.width,
+            height=request.image.height,
+            masked=request.mask is not None,
+            steps=job.steps_run,
+            asked_steps=request.steps,
+            strength=request.strength,
+            guidance=request.guidance,
+            count=request.count,
+            live=request.live,
+            ms=round((time.perf_counter() - job.submitted) * 1000, 1),
+            ended=time.time(),
+        )
+        self.board.job_ended(record)
+        conn.jobs_ended += 1
+        # live frames come many a second: they are logged at debug level, the status page shows their rate
+        # as its own template: the log throttle (meant for floods of refusals) must not drop job lines
+        log.log(logging.DEBUG if request.live else logging.INFO, record.log_line())
 
     def cancel(self, conn: Connection, job_id: str) -> None:
         job = conn.jobs.get(job_id)
@@ -460,7 +497,10 @@ class Bridge:
             job.cancel_event.set()  # the worker notices before it starts, the GPU thread within one step
 
     def disconnect(self, conn: Connection) -> None:
+        if conn in self.connections:
+            log.info("client %r #%d disconnected after %.0f s, %d jobs", conn.name, conn.id, time.time() - conn.since, conn.jobs_ended)
         self.connections.discard(conn)
+        self.board.forget(conn.id)
         conn.stop()
         waiting = self.queue.remove_owner(conn)
         for job in list(conn.jobs.values()):
@@ -483,6 +523,7 @@ class Bridge:
                 frame = await self.loop.run_in_executor(self._gpu, self._run_blocking, job, conn)
             except Exception as exc:  # _run_blocking reports its own errors; this is a last resort
                 log.exception("job %s failed", job.job_id)
+                job.outcome = "error"
                 message = f"the job failed: {exc.__class__.__name__}"
                 frame = p.encode(p.Error(code=p.ErrorCode.INTERNAL, message=message, job_id=job.job_id))
             self._end(job, conn, frame)
@@ -498,7 +539,6 @@ class Bridge:
             message = f"no model is loaded: {self.model_state.message}"
             return p.encode(p.Error(code=p.ErrorCode.NO_MODEL, message=message, job_id=job.job_id))
         hooks = _JobHooks(job, conn, self._previews)
-        started = time.perf_counter()
         outcome = "done"
         last: bytes | None = None
         try:
@@ -527,6 +567,9 @@ class Bridge:
                 )
             if last is None:
                 raise RuntimeError("the engine produced no result")
+            if not request.live:
+                with contextlib.suppress(RuntimeError):  # the pool is shut down when the bridge stops
+                    self._previews.submit(self.board.add_thumbnail, job.job_id, generated.index, generated.pixels)
             return last
         except JobCancelled:
             outcome = "cancelled"
@@ -544,14 +587,7 @@ class Bridge:
             message = f"the job failed inside the engine: {exc.__class__.__name__}: {_shorten(str(exc), 300)}"
             return p.encode(p.Error(code=p.ErrorCode.INTERNAL, message=message, job_id=job.job_id))
         finally:
-            record = {
-                "job_id": job.job_id,
-                "client": conn.name,
-                "outcome": outcome,
-                "steps": hooks.steps_run,
-                "ms": round((time.perf_counter() - started) * 1000, 1),
-            }
-            self._call_soon(self.recent.append, record)
+            job.outcome, job.steps_run = outcome, hooks.steps_run
 
     # --- views ----------------------------------------------------------------------------
 
@@ -580,8 +616,20 @@ class Bridge:
             "version": __version__,
         }
         if detailed:
-            health.update(model=state.name, message=state.message, recent_jobs=list(self.recent)[-10:])
+            recent = [{k: v for k, v in asdict(r).items() if k in _HEALTH_JOB_FIELDS} for r in self.board.recent(10)]
+            health.update(model=state.name, message=state.message, recent_jobs=recent)
         return health
+
+    def status(self) -> dict[str, Any]:
+        """What the status page shows (only to callers that may see other clients' details)."""
+        clients = [
+            ClientView(connection=c.id, name=c.name, peer=c.peer, since=c.since, jobs=len(c.jobs))
+            for c in sorted(self.connections, key=lambda c: c.id)
+        ]
+        return self.board.snapshot(model=self.model_state, device=self.config.device, queued=len(self.queue), clients=clients)
+
+
+_HEALTH_JOB_FIELDS = ("job_id", "client", "outcome", "steps", "ms")
 
 
 BRIDGE = web.AppKey("bridge", Bridge)
@@ -632,6 +680,34 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response(request.app[BRIDGE].health(detailed=_trusted_host(request)))
 
 
+def _may_see_details(request: web.Request) -> bool:
+    """Loopback callers, or any caller once the guard has checked the token of a bridge that has one."""
+    return _trusted_host(request) or bool(request.app[BRIDGE].config.token)
+
+
+async def _status_page(request: web.Request) -> web.Response:
+    if not _may_see_details(request):
+        raise web.HTTPForbidden(text="the status page is shown on this machine only, or with the bridge's token\n")
+    return web.Response(text=_page(), content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+@functools.cache
+def _page() -> str:
+    """status.html with its stylesheet and script inlined: one request, which carries the token when there is one."""
+    static = resources.files("bridge").joinpath("static")
+    html = static.joinpath("status.html").read_text(encoding="utf-8")
+    css = static.joinpath("status.css").read_text(encoding="utf-8")
+    js = static.joinpath("status.js").read_text(encoding="utf-8")
+    html = html.replace('<link rel="stylesheet" href="status.css">', f"<style>\n{css}</style>")
+    return html.replace('<script src="status.js"></script>', f"<script>\n{js}</script>")
+
+
+async def _status(request: web.Request) -> web.Response:
+    if not _may_see_details(request):
+        raise web.HTTPForbidden(text="the status is shown on this machine only, or with the bridge's token\n")
+    return web.json_response(request.app[BRIDGE].status(), headers={"Cache-Control": "no-store"})
+
+
 async def _websocket(request: web.Request) -> web.WebSocketResponse:
     bridge = request.app[BRIDGE]
     bounds = bridge.bounds
@@ -641,7 +717,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     bridge.sockets += 1
     try:
         await ws.prepare(request)
-        conn = Connection(ws, asyncio.get_running_loop(), bounds.outbox_bytes, request.transport)
+        conn = Connection(ws, asyncio.get_running_loop(), bounds.outbox_bytes, request.transport, peer=request.remote or "?")
         sender = asyncio.create_task(conn.pump())
         try:
             await _serve_connection(bridge, conn)
@@ -716,6 +792,7 @@ def _greet(bridge: Bridge, conn: Connection, hello: p.Hello) -> bool:
     )
     conn.encodings = hello.encodings
     bridge.connections.add(conn)
+    log.info("client %r #%d connected from %s", conn.name, conn.id, conn.peer)
     conn.send(bridge.welcome())
     return True
 
@@ -741,6 +818,8 @@ def create_app(config: ServerConfig) -> web.Application:
     )
     bridge = Bridge(config)
     app[BRIDGE] = bridge
+    app.router.add_get("/", _status_page)
+    app.router.add_get("/status.json", _status)
     app.router.add_get("/health", _health)
     app.router.add_get(p.WS_PATH, _websocket)
 

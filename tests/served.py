@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,11 +51,13 @@ class Served:
 
 
 @contextmanager
-def serve(*args: str, log_dir: Path, timeout: float = 120.0, token: str | None = None) -> Iterator[Served]:
-    """Start the bridge in a subprocess and wait until /health says its model is no longer loading."""
+def serve(*args: str, log_dir: Path, timeout: float = 120.0, token: str | None = None, unset: tuple[str, ...] = ()) -> Iterator[Served]:
+    """Start the bridge in a subprocess (without the environment variables in ``unset``) and wait until
+    /health says its model is no longer loading."""
     port = free_port()
     log = log_dir / f"serve-{port}.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PYTHONPATH"] = str(ROOT)
     with log.open("w") as out:
         process = subprocess.Popen(
             [server_python(), "-m", "bridge", "serve", "--port", str(port), *args],
@@ -72,6 +75,9 @@ def serve(*args: str, log_dir: Path, timeout: float = 120.0, token: str | None =
                 raise RuntimeError(f"the bridge exited with {process.returncode}:\n{log.read_text()}")
             try:
                 if served.health()["status"] != "loading":
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # a bridge with a token: up, its state is its own business
                     break
             except OSError:
                 pass

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,9 +25,14 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+#: the bridge the tests share takes at most this many pixels, and this many a side
+MAX_PIXELS, MAX_SIDE = 250_000, 2048
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serve("--model", "tiny", log_dir=tmp_path_factory.mktemp("logs")) as running:
+    limits = ("--max-pixels", str(MAX_PIXELS), "--max-side", str(MAX_SIDE))
+    with serve("--model", "tiny", *limits, log_dir=tmp_path_factory.mktemp("logs")) as running:
         yield running
 
 
@@ -130,3 +138,194 @@ def test_run_against_a_frozen_bridge_ends_with_an_error(tmp_path: Path) -> None:
             os.kill(frozen.process.pid, signal.SIGCONT)
     assert done.returncode == 1
     assert "could not reach" in done.stderr and "Traceback" not in done.stderr
+
+
+def recent_jobs(served: Served) -> list[dict[str, Any]]:
+    jobs = served.health()["recent_jobs"]
+    assert isinstance(jobs, list)
+    return jobs
+
+
+def run_cli(served: Served, tmp_path: Path, image: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    out = ("--out", str(tmp_path / "out.png")) if "--out" not in args else ()
+    return cli("run", str(image), "--prompt", "x", "--steps", "2", "--url", served.url, *out, *args)
+
+
+def corner_mask(tmp_path: Path, size: tuple[int, int]) -> Path:
+    """White (regenerate) in a 16x16 top-left corner, black (keep) elsewhere."""
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 15, 15), fill=255)
+    mask.save(tmp_path / "mask.png")
+    return tmp_path / "mask.png"
+
+
+def kept(out: Path, size: tuple[int, int]) -> np.ndarray:
+    """The output's pixels outside the mask's corner."""
+    pixels = np.asarray(Image.open(out).convert("RGBA")).copy()
+    assert pixels.shape[:2] == (size[1], size[0])
+    pixels[:16, :16] = 0
+    return pixels
+
+
+def test_a_16_bit_grayscale_png_is_converted_exactly(served: Served, tmp_path: Path) -> None:
+    size = (64, 48)
+    ramp = (np.arange(size[0] * size[1], dtype=np.uint32) * 65535 // (size[0] * size[1] - 1)).astype(np.uint16)
+    Image.fromarray(ramp.reshape(size[1], size[0])).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as check:
+        assert check.mode.startswith("I")  # Pillow reads it back as 16-bit: the case that came out all white
+    done = run_cli(served, tmp_path, tmp_path / "deep.png", "--mask", str(corner_mask(tmp_path, size)))
+    assert done.returncode == 0, done.stderr
+    gray = np.rint(ramp.reshape(size[1], size[0]) * (255 / 65535)).astype(np.uint8)
+    expected = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    expected[:16, :16] = 0
+    assert np.array_equal(kept(tmp_path / "out.png", size), expected)
+
+
+def test_grayscale_with_alpha_keeps_gray_and_alpha(served: Served, tmp_path: Path) -> None:
+    size = (40, 30)
+    rng = np.random.default_rng(3)
+    la = rng.integers(0, 256, (size[1], size[0], 2), dtype=np.uint8)
+    Image.fromarray(la).save(tmp_path / "la.png")
+    done = run_cli(served, tmp_path, tmp_path / "la.png", "--mask", str(corner_mask(tmp_path, size)))
+    assert done.returncode == 0, done.stderr
+    expected = np.dstack([la[..., 0], la[..., 0], la[..., 0], la[..., 1]])
+    expected[:16, :16] = 0
+    assert np.array_equal(kept(tmp_path / "out.png", size), expected)
+
+
+def test_a_coloured_mask_is_refused_with_a_hint(served: Served, tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "in.png")
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(tmp_path / "red.png")
+    done = run_cli(served, tmp_path, tmp_path / "in.png", "--mask", str(tmp_path / "red.png"))
+    assert done.returncode == 2
+    assert "coloured" in done.stderr and "grayscale" in done.stderr and "transparency" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_mask_with_transparency_uses_its_alpha(served: Served, tmp_path: Path) -> None:
+    size = (48, 32)
+    source = np.random.default_rng(4).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(source, "RGB").save(tmp_path / "in.png")
+    mask = Image.new("RGBA", size, (200, 30, 30, 0))  # coloured, but its alpha says: keep all but the corner
+    ImageDraw.Draw(mask).rectangle((0, 0, 15, 15), fill=(200, 30, 30, 255))
+    mask.save(tmp_path / "mask.png")
+    done = run_cli(served, tmp_path, tmp_path / "in.png", "--mask", str(tmp_path / "mask.png"))
+    assert done.returncode == 0, done.stderr
+    expected = np.dstack([source, np.full(source.shape[:2], 255, np.uint8)])
+    expected[:16, :16] = 0
+    assert np.array_equal(kept(tmp_path / "out.png", size), expected)
+
+
+@pytest.mark.parametrize(("size", "limit"), [((600, 600), "megapixels"), ((MAX_SIDE + 1, 8), "a side")])
+def test_images_beyond_the_bridges_limits_are_refused_before_sending(
+    served: Served, tmp_path: Path, size: tuple[int, int], limit: str
+) -> None:
+    Image.new("RGB", size).save(tmp_path / "big.png")
+    done = run_cli(served, tmp_path, tmp_path / "big.png")
+    assert done.returncode == 2
+    assert f"{size[0]}x{size[1]}" in done.stderr and limit in done.stderr and "serve --max-" in done.stderr
+    assert "connection" not in done.stderr
+
+
+@pytest.mark.parametrize(("out", "says"), [("x.xyz", "cannot write '.xyz' files"), ("missing/x.png", "does not exist"), ("x", "extension")])
+def test_out_is_checked_before_the_job(served: Served, tmp_path: Path, out: str, says: str) -> None:
+    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    before = [j["job_id"] for j in recent_jobs(served)]
+    done = run_cli(served, tmp_path, tmp_path / "in.png", "--out", str(tmp_path / out))
+    assert done.returncode == 2
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert [j["job_id"] for j in recent_jobs(served)] == before
+
+
+def test_out_as_jpeg_is_written(served: Served, tmp_path: Path) -> None:
+    Image.new("RGBA", (32, 32), (0, 0, 0, 128)).save(tmp_path / "in.png")
+    done = run_cli(served, tmp_path, tmp_path / "in.png", "--out", str(tmp_path / "x.jpg"))
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "x.jpg") as written:
+        assert written.format == "JPEG"
+
+
+def test_count_shows_which_image_is_running(served: Served, tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    done = run_cli(served, tmp_path, tmp_path / "in.png", "--count", "3")
+    assert done.returncode == 0, done.stderr
+    assert "image 2 of 3" in done.stdout and "image 3 of 3" in done.stdout
+    assert (tmp_path / "out-2.png").exists()
+
+
+def test_ctrl_c_cancels_the_job_and_exits_130_quietly(served: Served, tmp_path: Path) -> None:
+    Image.new("RGB", (128, 128)).save(tmp_path / "in.png")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = ["run", str(tmp_path / "in.png"), "--prompt", "x", "--steps", "100", "--strength", "1", "--url", served.url]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", *args, "--out", str(tmp_path / "out.png")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen = ""
+    while "step " not in seen:  # the job is running
+        char = process.stdout.read(1)
+        assert char, "run ended before its first step"
+        seen += char
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert not (tmp_path / "out.png").exists()
+    deadline = time.monotonic() + 60
+    while True:  # the bridge stops the job within a step
+        jobs = [j for j in recent_jobs(served) if j["client"] == "img2img-bridge run"]
+        if jobs and jobs[-1]["outcome"] == "cancelled" and jobs[-1]["steps"] < 100:
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.1)
+
+
+def test_run_model_loads_an_offered_model_or_lists_them(served: Served, tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    done = run_cli(served, tmp_path, tmp_path / "in.png", "--model", "tiny")
+    assert done.returncode == 0, done.stderr
+    refused = run_cli(served, tmp_path, tmp_path / "in.png", "--model", "other/model")
+    assert refused.returncode == 1
+    assert "does not offer 'other/model'" in refused.stderr and "offers: tiny" in refused.stderr
+
+
+def test_every_option_has_help_and_the_commands_have_examples() -> None:
+    from bridge.cli import build_parser
+
+    parser = build_parser()
+    assert parser._subparsers is not None
+    commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[assignment]
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    for name in ("serve", "run"):
+        text = commands[name].format_help()
+        assert "examples:" in text and "(default: " in text
+    assert "(default: 0.5)" in commands["run"].format_help()
+
+
+def test_models_dir_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    done = cli("serve", "--model", "tiny", "--models-dir", str(tmp_path / "nope"))
+    assert done.returncode == 2
+    assert f"--models-dir {tmp_path / 'nope'}: no such folder" in done.stderr
+
+
+def test_serve_on_a_taken_port_fails_before_loading(served: Served) -> None:
+    done = cli("serve", "--model", "tiny", "--port", str(served.port), timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"could not listen on 127.0.0.1:{served.port}: Address already in use (is another bridge running? try --port)"
+    ]
+    assert "device:" not in done.stdout  # nothing was announced, nothing loaded
+
+
+def test_a_wrong_token_is_never_echoed(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("the-right-token\n")
+    Image.new("RGB", (32, 32)).save(tmp_path / "in.png")
+    with serve("--token-file", str(tmp_path / "token"), log_dir=tmp_path) as locked:
+        for how in (("--url", locked.url + "?token=WRONG-SECRET-1"), ("--url", locked.url, "--token", "WRONG-SECRET-1")):
+            done = cli("run", str(tmp_path / "in.png"), "--prompt", "x", *how)
+            assert done.returncode == 1
+            assert "check the token" in done.stderr
+            assert "WRONG-SECRET-1" not in done.stderr + done.stdout

@@ -201,6 +201,28 @@ def test_loading_a_hub_model_missing_from_the_cache_offline_says_how_to_fix_it(m
     assert "Fix:" in message and "--model" in message and "online" in message
 
 
+@pytest.mark.parametrize(("value", "offline"), [("0", False), ("false", False), ("", False), ("1", True), ("ON", True), ("yes", True)])
+def test_hf_hub_offline_is_read_as_the_hub_reads_it(monkeypatch: pytest.MonkeyPatch, value: str, offline: bool) -> None:
+    import huggingface_hub
+
+    downloads: list[str] = []
+
+    def snapshot_download(repo_id: str, local_files_only: bool = False, **kwargs: object) -> str:
+        # the network is off limits in tests: this stands in for the Hub, which has no copy either
+        if local_files_only:
+            raise FileNotFoundError(repo_id)
+        downloads.append(repo_id)
+        raise ConnectionError("no network in tests")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    monkeypatch.delenv("IMG2IMG_BRIDGE_OFFLINE", raising=False)
+    with pytest.raises(ModelError) as info:
+        load(resolve("nobody-here/not-cached-model"), "cpu")
+    assert downloads == ([] if offline else ["nobody-here/not-cached-model"])
+    assert ("downloads are off" in info.value.message) is offline
+
+
 def test_a_saved_diffusers_folder_loads_as_a_real_model(tiny_folder: Path, tmp_path: Path) -> None:
     saved = tmp_path / "saved-model"
     shutil.copytree(tiny_folder, saved)

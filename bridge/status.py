@@ -1,0 +1,180 @@
+"""What the status page at ``/`` shows: the model, memory, queue, clients, recent jobs and their thumbnails.
+
+The server hands every ended job to a ``StatusBoard``; ``snapshot`` turns the board and the server's state
+into the JSON the page polls. Everything kept here is bounded: a few records, a few small thumbnails.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import protocol as p
+
+#: seconds of live frames the frame rate is measured over
+LIVE_WINDOW = 5.0
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job that ended, as the log line, /health and the status page tell it."""
+
+    job_id: str
+    client: str
+    connection: int
+    outcome: str  # done, cancelled or error
+    width: int
+    height: int
+    masked: bool
+    steps: int  # denoising steps the engine ran, over all images
+    asked_steps: int | None  # None: the model's recipe
+    strength: float | None
+    guidance: float | None
+    count: int
+    live: bool
+    ms: float  # from submission to the terminal event
+    ended: float  # time.time()
+
+    def log_line(self) -> str:
+        size = f"{self.width}x{self.height}{' masked' if self.masked else ''}"
+        settings = f"{self.steps} steps run (asked {_or_recipe(self.asked_steps)}), strength {_or_recipe(self.strength)}"
+        return f"job {self.job_id} from {self.client!r} #{self.connection}: {size}, {settings}, {self.ms:.0f} ms, {self.outcome}"
+
+
+def _or_recipe(value: float | None) -> str:
+    return "recipe" if value is None else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """One connected client as the page lists it."""
+
+    connection: int
+    name: str
+    peer: str
+    since: float  # time.time() of the hello
+    jobs: int  # queued or running
+
+
+class StatusBoard:
+    """The last jobs, the last results' thumbnails and each live client's frame times (thread-safe)."""
+
+    def __init__(self, jobs: int = 50, thumbnails: int = 4, thumbnail_side: int = 128) -> None:
+        self._jobs: deque[JobRecord] = deque(maxlen=jobs)
+        self._thumbnails: deque[dict[str, Any]] = deque(maxlen=thumbnails)
+        self.thumbnail_side = thumbnail_side
+        self._frames: dict[int, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def job_ended(self, record: JobRecord) -> None:
+        with self._lock:
+            if record.live:
+                frames = self._frames.setdefault(record.connection, deque(maxlen=64))
+                frames.append(time.monotonic())
+            # a live stream would push every ordinary job out of the list: only its last frame stays
+            if record.live and self._jobs and self._jobs[-1].live and self._jobs[-1].connection == record.connection:
+                self._jobs.pop()
+            self._jobs.append(record)
+
+    def forget(self, connection: int) -> None:
+        with self._lock:
+            self._frames.pop(connection, None)
+
+    def add_thumbnail(self, job_id: str, index: int, pixels: Any) -> None:
+        """Keep a small PNG of a result (an H×W×4 uint8 array); meant for a worker thread, not the event loop."""
+        from PIL import Image as PILImage
+
+        image = PILImage.fromarray(pixels, "RGBA")
+        image.thumbnail((self.thumbnail_side, self.thumbnail_side))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", compress_level=1)
+        entry = {
+            "job_id": job_id,
+            "index": index,
+            "width": image.width,
+            "height": image.height,
+            "src": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+        }
+        with self._lock:
+            self._thumbnails.append(entry)
+
+    def recent(self, count: int) -> list[JobRecord]:
+        with self._lock:
+            return list(self._jobs)[-count:]
+
+    def frame_rates(self) -> dict[int, float]:
+        """Frames per second of each client that sent live jobs in the last ``LIVE_WINDOW`` seconds."""
+        now = time.monotonic()
+        rates = {}
+        with self._lock:
+            for connection, frames in self._frames.items():
+                times = [t for t in frames if now - t <= LIVE_WINDOW]
+                if len(times) >= 2 and times[-1] > times[0]:
+                    rates[connection] = round((len(times) - 1) / (times[-1] - times[0]), 1)
+        return rates
+
+    def snapshot(self, *, model: p.ModelState, device: str, queued: int, clients: list[ClientView]) -> dict[str, Any]:
+        """The page's JSON: everything the person at the machine may want to see, in one bounded object."""
+        rates = self.frame_rates()
+        with self._lock:
+            thumbnails = list(self._thumbnails)
+        return {
+            "time": time.time(),
+            "model": _model(model),
+            "device": device,
+            "memory": memory(device),
+            "queue": queued,
+            "clients": [dict(asdict(c), fps=rates.get(c.connection)) for c in clients],
+            "live_fps": round(sum(rates.values()), 1) if rates else None,
+            "jobs": [asdict(r) for r in reversed(self.recent(20))],
+            "thumbnails": thumbnails[::-1],
+        }
+
+
+def _model(state: p.ModelState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "status": state.status.value,
+        "message": state.message,
+        "progress": state.progress,
+        "test_model": state.test_model,
+        "inpaint": state.inpaint,
+        # download bytes, where the model state carries them
+        "downloaded": getattr(state, "downloaded", None),
+        "download_size": getattr(state, "download_size", None),
+    }
+
+
+def memory(device: str) -> dict[str, int | None]:
+    """This process's resident memory and, on a CUDA device, the GPU memory torch holds (bytes)."""
+    result: dict[str, int | None] = {"rss": _rss(), "vram_allocated": None, "vram_reserved": None, "vram_total": None}
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            result["vram_allocated"] = int(torch.cuda.memory_allocated())
+            result["vram_reserved"] = int(torch.cuda.memory_reserved())
+            result["vram_total"] = int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    return result
+
+
+def _rss() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:  # macOS and other Unixes: the peak, the best the standard library offers there
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+    except (ImportError, OSError):
+        return None
