@@ -80,6 +80,7 @@ def _live_figures(model: dict[str, Any]) -> dict[str, Any]:
         "live_raw_taesd_compiled_ms": round(_median(lives, "raw_taesd_compiled"), 2),
         "live_engine_ms": round(_median(lives, "engine"), 2),
         "live_engine_graphs_ms": round(_median(lives, "engine_graphs"), 2),
+        "live_frame_graph_ms": round(_median(lives, "frame_graph"), 2),
         "live_roundtrip_ms": round(trip, 2),
         "live_roundtrip_graphs_ms": round(graphs, 2),
         "live_roundtrip_native_ms": round(_median(lives, "roundtrip_native"), 2),
@@ -210,7 +211,8 @@ def _live_text(name: str, model: dict[str, Any], fig: dict[str, Any]) -> list[st
         f"  diffusers: pipeline {_fmt(fig['live_raw_ms'])}, with TAESD {_fmt(fig['live_raw_taesd_ms'])}, "
         f"with TAESD and torch.compile {_fmt(fig['live_raw_taesd_compiled_ms'])} "
         + (f"(compiled and recorded in {model['prime_s'][RAW_COMPILED]} s)" if model["prime_s"] else "(not run: --compile)"),
-        f"  engine in-process {_fmt(fig['live_engine_ms'])}, with CUDA graphs {_fmt(fig['live_engine_graphs_ms'])}",
+        f"  engine in-process {_fmt(fig['live_engine_ms'])}, with CUDA graphs {_fmt(fig['live_engine_graphs_ms'])}; "
+        f"prototype, the whole frame in one CUDA graph (frame alone): {_fmt(fig['live_frame_graph_ms'])} {model['frame_graph']}",
         f"  round trip {_fmt(fig['live_roundtrip_ms'])}, with CUDA graphs {_fmt(fig['live_roundtrip_graphs_ms'])}, "
         f"client with C speedups {_fmt(fig['live_roundtrip_native_ms'])}, progress throttled {_fmt(fig['live_roundtrip_throttled_ms'])}",
         f"  diffusers pipeline / round trip: x{fig['live_raw_over_roundtrip']}, with CUDA graphs x{fig['live_raw_over_roundtrip_graphs']}; "

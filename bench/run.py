@@ -168,6 +168,7 @@ _HEADLINE_JOB = ("roundtrip_over_raw", "engine_over_raw", "roundtrip_over_engine
 _HEADLINE_LIVE = (
     "live_roundtrip_ms",
     "live_roundtrip_graphs_ms",
+    "live_frame_graph_ms",
     "live_raw_ms",
     "live_raw_taesd_ms",
     "live_raw_over_roundtrip",

@@ -8,7 +8,10 @@ from concurrent.futures import Executor
 from dataclasses import asdict, replace
 from typing import Any
 
+import numpy as np
+
 from bridge.engine import Engine
+from bridge.graphs import OneStepFrame
 from tests.memory import exhausted_memory
 
 from . import server_patches, timeline, timing
@@ -125,6 +128,9 @@ def compare_live(
     cases: dict[str, Case] = {name: _on(worker, _raw_call(raw, live, image)) for name, raw in raws.items()}
     cases["engine"] = _on(worker, lambda: InProcessEngine(engine).call(live, request))
     cases["engine_graphs"] = _on(worker, lambda: InProcessEngine(graphed).call(live, request))
+    frame_case, frame_info = _frame_graph(engine, next(iter(raws.values())), live, worker)
+    if frame_case is not None:
+        cases["frame_graph"] = frame_case
     cases["roundtrip"] = _round_trip(pure, url, live)
     shipped_graphs = _round_trip(pure, url, live)
 
@@ -135,7 +141,44 @@ def compare_live(
     cases["roundtrip_graphs"] = roundtrip_graphs
     cases["roundtrip_native"] = _round_trip(native, url, live)
     cases["roundtrip_throttled"] = _round_trip(pure, url, live, JOB_PROTOTYPE)
-    return {"live": asdict(live), "prime_s": primed, "live_samples": _summaries(interleaved(cases, rounds))}
+    return {"live": asdict(live), "prime_s": primed, "frame_graph": frame_info, "live_samples": _summaries(interleaved(cases, rounds))}
+
+
+def _frame_graph(engine: Engine, raw: RawPipeline, live: JobSettings, worker: Executor) -> tuple[Case | None, dict[str, Any]]:
+    """The prototype of a whole one-step frame in one CUDA graph (``bridge.graphs.OneStepFrame``), where it applies.
+
+    It times the frame alone: TAESD in, UNet, TAESD out and the uint8 copies both ways,
+    on the working image; the engine's decoding, scaling and blending on the CPU are not in it.
+    """
+    model = engine.model
+    if live.guidance > 1.0 or not OneStepFrame.supports(engine.pipe, model.tiny_vae, live.steps, live.strength):
+        return None, {"applies": False}
+    rgb = np.asarray(raw.working_image(live))
+    sync = Sync(engine)
+
+    def build() -> tuple[OneStepFrame, Any, float]:
+        with engine.torch.inference_mode():
+            embeds = engine.pipe.encode_prompt(live.prompt, engine.device, 1, False)[0]
+        sync()
+        started = time.perf_counter()
+        frame = OneStepFrame(engine.pipe, model.tiny_vae, live.steps, live.strength, rgb.shape[0], rgb.shape[1], capture=True)
+        frame(rgb, embeds, live.seed)
+        sync()
+        return frame, embeds, time.perf_counter() - started
+
+    try:
+        frame, embeds, recorded_s = worker.submit(build).result()
+    except Exception as exc:  # a prototype: its failure is a finding, not the end of the run
+        return None, {"applies": True, "error": f"{exc.__class__.__name__}: {exc}"}
+
+    def call() -> dict[str, float]:
+        sync()
+        started = time.perf_counter()
+        frame(rgb, embeds, live.seed)
+        sync()
+        return {"wall_ms": (time.perf_counter() - started) * 1000}
+
+    return _on(worker, call), {"applies": True, "captured": engine.device.type == "cuda", "recorded_s": round(recorded_s, 3)}
 
 
 def _raw_call(raw: RawPipeline, live: JobSettings, image: Any) -> Callable[[], dict[str, float]]:

@@ -68,6 +68,8 @@ def test_gpu_profile_measures_the_goals_and_runs_on_the_cpu_with_the_tiny_model(
         assert _positive(figures[key]), key
     assert live["figures"]["live_raw_taesd_compiled_ms"] is None  # torch.compile only with --compile
     assert figures["oom_served_after"] is True
+    assert live["frame_graph"]["applies"] is True and "error" not in live["frame_graph"]
+    assert _positive(figures["live_frame_graph_ms"])
     assert live["out_of_memory"]["error_code"] == "OUT_OF_MEMORY"
     assert [found["frames"] for found in live["vram"].values()] == [3, 3]
     assert live["vram"]["engine"]["growth_bytes"] is None  # no CUDA allocator here: null, not a made-up figure
