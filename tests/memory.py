@@ -12,8 +12,9 @@ def exhausted_memory(engine: Any, headroom: int = 0) -> Iterator[str]:
     """Within the block ``engine``'s next job runs out of memory; says how.
 
     On CUDA the caching allocator is capped at what it holds now plus ``headroom``
-    bytes (its free cached blocks released first), so the job fails for real
-    inside PyTorch; elsewhere the pipeline's UNet is swapped for one that raises
+    bytes, and the free blocks it still caches are taken up by ballast (the cap
+    only bites when it must ask CUDA for more), so the job fails for real inside
+    PyTorch; elsewhere the pipeline's UNet is swapped for one that raises
     ``torch.cuda.OutOfMemoryError``. Call it between jobs.
     """
     torch = engine.torch
@@ -22,11 +23,24 @@ def exhausted_memory(engine: Any, headroom: int = 0) -> Iterator[str]:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, (torch.cuda.memory_reserved(device) + headroom) / total), device)
+        held = torch.cuda.memory_reserved(device)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, held / total), device)
+        ballast = []
         try:
+            cached = held - torch.cuda.memory_allocated(device)
+            # the large pool's free blocks, then the small pool's, down to the allocator's smallest block
+            for size in (64 << 20, 8 << 20, 2 << 20, (1 << 20) + 512, 1 << 20, 1 << 16, 1 << 12, 512):
+                for _ in range(cached // size + 1):
+                    try:
+                        ballast.append(torch.empty(size, dtype=torch.uint8, device=device))
+                    except torch.cuda.OutOfMemoryError:
+                        break
+            torch.cuda.set_per_process_memory_fraction(min(1.0, (held + headroom) / total), device)
             yield f"CUDA allocator capped at what it held + {headroom >> 20} MiB"
         finally:
+            del ballast
             torch.cuda.set_per_process_memory_fraction(1.0, device)
+            torch.cuda.empty_cache()
         return
     pipe = engine.pipe
     unet = pipe.unet
