@@ -141,6 +141,8 @@ def job(clients: Clients, cmd: dict[str, Any]) -> dict[str, Any]:
         outcome, measured = _measured(lambda: client.run(request, on_event=on_event, timeout=600))
     measured.pop("resident_before")
     if not outcome.ok:
+        if cmd.get("allow_error") and outcome.error is not None:
+            return {**measured, "error_code": outcome.error.code.name, "error_message": outcome.error.message}
         raise RuntimeError(f"job failed: {outcome.error}")
     return {
         **measured,

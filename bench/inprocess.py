@@ -11,6 +11,7 @@ from PIL import Image as PILImage
 from bridge import imaging
 from bridge import protocol as p
 from bridge.engine import Engine, PreviewFrame, render_preview
+from bridge.models import LoadedModel
 
 from .profiles import JobSettings
 
@@ -36,7 +37,9 @@ def request_for(job: JobSettings, pixels: np.ndarray) -> p.Generate:
     )
 
 
-class _Sync:
+class Sync:
+    """Waits for the device to finish its queued work (CUDA), so that wall times cover it."""
+
     def __init__(self, engine: Engine) -> None:
         self.torch = engine.torch
         self.cuda = engine.device.type == "cuda"
@@ -59,12 +62,19 @@ class RawPipeline:
     def __init__(self, pipe: Any, engine: Engine) -> None:
         self.engine = engine
         self.pipe = pipe
-        self._sync = _Sync(engine)
+        self._sync = Sync(engine)
 
     def working_image(self, job: JobSettings) -> PILImage.Image:
         size = imaging.working_size(job.side, job.side, self.engine.model.resolution, self.engine.multiple)
         rgb = imaging.resize_rgb(sample_rgba(job.side)[..., :3], size.padded_width, size.padded_height)
         return PILImage.fromarray(np.ascontiguousarray(rgb))
+
+    def prime(self, job: JobSettings, image: PILImage.Image, calls: int = 3) -> float:
+        """Call it ``calls`` times (compilation, CUDA-graph recording); seconds taken."""
+        started = time.perf_counter()
+        for _ in range(calls):
+            self.call(job, image)
+        return time.perf_counter() - started
 
     def call(self, job: JobSettings, image: PILImage.Image) -> float:
         """One call; wall milliseconds."""
@@ -83,6 +93,41 @@ class RawPipeline:
             )
         self._sync()
         return (time.perf_counter() - started) * 1000
+
+
+RAW = "raw"
+RAW_TAESD = "raw_taesd"
+RAW_COMPILED = "raw_taesd_compiled"
+
+
+def diffusers_setups(loaded: LoadedModel, engine: Engine, *, compiled: bool) -> dict[str, RawPipeline]:
+    """The diffusers img2img pipeline as loaded, and the best set-ups built from it for live frames.
+
+    ``raw_taesd`` swaps its VAE for the model's TAESD, as diffusers' docs suggest for
+    speed; with ``compiled``, ``raw_taesd_compiled`` also runs the UNet and TAESD
+    through ``torch.compile(mode="reduce-overhead")`` (CUDA graphs), which takes
+    minutes to compile. ``loaded`` is a load of its own, apart from the engine's.
+    """
+    from diffusers import AutoPipelineForImage2Image
+
+    setups = {RAW: RawPipeline(loaded.img2img, engine)}
+    if loaded.tiny_vae is None:
+        return setups
+    taesd_pipe = AutoPipelineForImage2Image.from_pipe(loaded.img2img, vae=loaded.tiny_vae)
+    taesd_pipe.set_progress_bar_config(disable=True)
+    setups[RAW_TAESD] = RawPipeline(taesd_pipe, engine)
+    if compiled:
+        import copy
+
+        torch = engine.torch
+        taesd = copy.deepcopy(loaded.tiny_vae)
+        taesd.encoder = torch.compile(taesd.encoder, mode="reduce-overhead", fullgraph=True)
+        taesd.decoder = torch.compile(taesd.decoder, mode="reduce-overhead", fullgraph=True)
+        pipe = AutoPipelineForImage2Image.from_pipe(loaded.img2img, vae=taesd)
+        pipe.unet = torch.compile(loaded.img2img.unet, mode="reduce-overhead", fullgraph=True)
+        pipe.set_progress_bar_config(disable=True)
+        setups[RAW_COMPILED] = RawPipeline(pipe, engine)
+    return setups
 
 
 class _RenderingHooks:
@@ -112,7 +157,7 @@ class InProcessEngine:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sync = _Sync(engine)
+        self._sync = Sync(engine)
 
     def call(self, job: JobSettings, request: p.Generate) -> dict[str, Any]:
         """One job; wall milliseconds, time to the first rendered preview, preview count."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .inprocess import RAW_COMPILED
 from .profiles import SHIPPED, ZERO_MASK
 from .timing import ratio
 
@@ -15,13 +16,27 @@ def _median(samples: dict[str, Any], case: str, key: str = "wall_ms", stat: str 
     return float(found[stat]) if found else float("nan")
 
 
-def model_figures(model: dict[str, Any]) -> dict[str, float]:
-    """Ratios and preview costs for one model (medians over rounds; the round trip uses the pure-Python client)."""
-    jobs, lives, alone = model["job_samples"], model["live_samples"], model["alone_samples"]
+def model_figures(model: dict[str, Any]) -> dict[str, Any]:
+    """Ratios, preview costs and memory figures for one model (medians over rounds; round trips use the pure-Python client)."""
+    figures: dict[str, Any] = {}
+    if "job_samples" in model:
+        figures.update(_job_figures(model))
+    if "live_samples" in model:
+        figures.update(_live_figures(model))
+    return figures
+
+
+def _denoising_steps(settings: dict[str, Any]) -> int:
+    return max(1, min(int(settings["steps"] * settings["strength"]), settings["steps"]))
+
+
+def _job_figures(model: dict[str, Any]) -> dict[str, float]:
+    jobs, alone = model["job_samples"], model["alone_samples"]
     raw, engine, trip = _median(jobs, "raw"), _median(jobs, "engine"), _median(jobs, "roundtrip")
     engine_previews, trip_previews = _median(jobs, "engine_previews"), _median(jobs, "roundtrip_previews")
     n_engine = _median(jobs, "engine_previews", "previews")
     n_trip = _median(jobs, "roundtrip_previews", "previews")
+    step = engine / _denoising_steps(model["job"])
     return {
         "raw_ms": round(raw, 2),
         "engine_ms": round(engine, 2),
@@ -43,20 +58,55 @@ def model_figures(model: dict[str, Any]) -> dict[str, float]:
         "engine_previews_ms": round(engine_previews, 2),
         "roundtrip_previews_ms": round(trip_previews, 2),
         "roundtrip_over_engine_with_previews": ratio(trip_previews, engine_previews),
+        "previews_cost_x": ratio(trip_previews, trip),
         "previews_engine": n_engine,
         "previews_roundtrip": n_trip,
         "engine_per_preview_ms": round((engine_previews - engine) / n_engine, 2) if n_engine else float("nan"),
         "per_preview_ms": round((trip_previews - trip) / n_trip, 2) if n_trip else float("nan"),
-        "first_preview_ms": round(_median(lives, "roundtrip", "first_preview_ms"), 2),
-        "engine_first_preview_ms": round(_median(lives, "engine", "first_preview_ms"), 2),
-        "live_engine_ms": round(_median(lives, "engine"), 2),
-        "live_roundtrip_ms": round(_median(lives, "roundtrip"), 2),
-        "live_roundtrip_over_engine": ratio(_median(lives, "roundtrip"), _median(lives, "engine")),
-        "live_client_cpu_ms": round(_median(lives, "roundtrip", "cpu_ms"), 2),
-        "live_roundtrip_throttled_ms": round(_median(lives, "roundtrip_throttled"), 2),
-        "live_client_cpu_ms_throttled": round(_median(lives, "roundtrip_throttled", "cpu_ms"), 2),
-        "first_preview_ms_throttled": round(_median(lives, "roundtrip_throttled", "first_preview_ms"), 2),
+        # the whole job's engine time over its denoising steps: encode, decode and prompt spread over the steps
+        "step_ms": round(step, 2),
+        "first_preview_ms": round(_median(jobs, "roundtrip_previews", "first_preview_ms"), 2),
+        "engine_first_preview_ms": round(_median(jobs, "engine_previews", "first_preview_ms"), 2),
     }
+
+
+def _live_figures(model: dict[str, Any]) -> dict[str, Any]:
+    lives = model["live_samples"]
+    trip, graphs = _median(lives, "roundtrip"), _median(lives, "roundtrip_graphs")
+    raw = _median(lives, "raw")
+    figures: dict[str, Any] = {
+        "live_raw_ms": round(raw, 2),
+        "live_raw_taesd_ms": round(_median(lives, "raw_taesd"), 2),
+        "live_raw_taesd_compiled_ms": round(_median(lives, "raw_taesd_compiled"), 2),
+        "live_engine_ms": round(_median(lives, "engine"), 2),
+        "live_engine_graphs_ms": round(_median(lives, "engine_graphs"), 2),
+        "live_frame_graph_ms": round(_median(lives, "frame_graph"), 2),
+        "live_roundtrip_ms": round(trip, 2),
+        "live_roundtrip_graphs_ms": round(graphs, 2),
+        "live_roundtrip_native_ms": round(_median(lives, "roundtrip_native"), 2),
+        "live_roundtrip_throttled_ms": round(_median(lives, "roundtrip_throttled"), 2),
+        "live_raw_over_roundtrip": ratio(raw, trip),
+        "live_raw_over_roundtrip_graphs": ratio(raw, graphs),
+        "live_roundtrip_over_engine": ratio(trip, _median(lives, "engine")),
+        "live_roundtrip_graphs_over_engine_graphs": ratio(graphs, _median(lives, "engine_graphs")),
+        "live_client_cpu_ms": round(_median(lives, "roundtrip", "cpu_ms"), 2),
+        "live_client_cpu_ms_throttled": round(_median(lives, "roundtrip_throttled", "cpu_ms"), 2),
+        "live_first_preview_ms": round(_median(lives, "roundtrip", "first_preview_ms"), 2),
+        "live_engine_first_preview_ms": round(_median(lives, "engine", "first_preview_ms"), 2),
+    }
+    fast = model.get("fast_path", {})
+    figures["graphs_ready_s"] = fast.get("ready_s", float("nan"))
+    figures["graphs_first_frame_ms"] = fast.get("first_frame_ms", float("nan"))
+    for name, found in model.get("vram", {}).items():
+        growth = found["growth_bytes"]
+        figures[f"vram_growth_mib_{name}"] = round(growth / MIB, 2) if growth is not None else float("nan")
+        peak = found["max_allocated_bytes"]
+        figures[f"vram_peak_mib_{name}"] = round(peak / MIB, 1) if peak is not None else float("nan")
+    oom = model.get("out_of_memory")
+    if oom is not None:
+        figures["oom_error_code"] = oom["error_code"]
+        figures["oom_served_after"] = oom["served_after"]
+    return figures
 
 
 def _transport(transport: dict[str, Any], side: int, case: str, key: str = "wall_ms") -> float:
@@ -94,32 +144,11 @@ def text(results: dict[str, Any]) -> str:
         f"a warm one {results['machine']['warm_copy_64mib_ms']} ms",
     ]
     for name, model in results["models"].items():
-        job, live, fig = model["job"], model["live"], model["figures"]
-        jobs = model["job_samples"]
-        lines += [
-            "",
-            f"model {name}: {job['side']}x{job['side']}, {job['steps']} steps x strength {job['strength']}, guidance {job['guidance']}",
-            f"  (a) raw diffusers call            {_fmt(fig['raw_ms'], ' ms')}   (min {_fmt(jobs['raw']['wall_ms']['min'])})",
-            f"  (b) engine in-process             {_fmt(fig['engine_ms'], ' ms')}   (min {_fmt(jobs['engine']['wall_ms']['min'])})",
-            f"  (c) round trip, pure-Python client {_fmt(fig['roundtrip_ms'], ' ms')}   (min {_fmt(jobs['roundtrip']['wall_ms']['min'])})",
-            f"      round trip, client with C speedups {_fmt(fig['roundtrip_native_ms'], ' ms')}",
-            f"      round trip, pure-Python client, progress throttled {_fmt(fig['roundtrip_throttled_ms'], ' ms')} "
-            f"(x{fig['roundtrip_throttled_over_engine']} of (b))",
-            f"  (c)/(a) {fig['roundtrip_over_raw']}   (b)/(a) {fig['engine_over_raw']}   (c)/(b) {fig['roundtrip_over_engine']}   "
-            f"(fastest rounds: {fig['roundtrip_over_raw_min']}, {fig['engine_over_raw_min']}, {fig['roundtrip_over_engine_min']})",
-            f"  (a) and (b) interleaved on their own: {_fmt(fig['raw_alone_ms'], ' ms')} and {_fmt(fig['engine_alone_ms'], ' ms')}, "
-            f"(b)/(a) {fig['engine_over_raw_alone']}",
-            f"  previews every step: engine {_fmt(fig['engine_previews_ms'], ' ms')} ({fig['previews_engine']:.0f} previews), "
-            f"round trip {_fmt(fig['roundtrip_previews_ms'], ' ms')} ({fig['previews_roundtrip']:.0f} previews); "
-            f"per preview: engine {_fmt(fig['engine_per_preview_ms'], ' ms')}, round trip {_fmt(fig['per_preview_ms'], ' ms')}",
-            f"  live {live['side']}x{live['side']} ({live['steps']} steps x {live['strength']}, previews every step): "
-            f"engine {_fmt(fig['live_engine_ms'], ' ms')}, round trip {_fmt(fig['live_roundtrip_ms'], ' ms')} "
-            f"(x{fig['live_roundtrip_over_engine']}); first preview: engine {_fmt(fig['engine_first_preview_ms'], ' ms')}, "
-            f"round trip {_fmt(fig['first_preview_ms'], ' ms')}; client CPU {_fmt(fig['live_client_cpu_ms'], ' ms')}",
-            f"    with progress throttled: round trip {_fmt(fig['live_roundtrip_throttled_ms'], ' ms')}, "
-            f"first preview {_fmt(fig['first_preview_ms_throttled'], ' ms')}, "
-            f"client CPU {_fmt(fig['live_client_cpu_ms_throttled'], ' ms')}",
-        ]
+        fig = model["figures"]
+        if "job_samples" in model:
+            lines += ["", *_job_text(name, model["job"], model["job_samples"], fig)]
+        if "live_samples" in model:
+            lines += ["", *_live_text(name, model, fig)]
     transport = results["transport"]
     lines += ["", "transport: RGBA layer through the bridge and back (echo engine); wall ms median (min), MiB/s both ways, client CPU ms"]
     for side, entry in transport["sides"].items():
@@ -150,6 +179,66 @@ def text(results: dict[str, Any]) -> str:
         lines.append(f"  {name:12s} {row['of_raw']:6.3f}  {row['encode_ms']:8.2f}  {row['decode_ms']:8.2f}  {pays}")
     lines += ["", "headline: " + ", ".join(f"{k}={v}" for k, v in results["headline"].items())]
     return "\n".join(lines)
+
+
+def _job_text(name: str, job: dict[str, Any], jobs: dict[str, Any], fig: dict[str, Any]) -> list[str]:
+    return [
+        f"model {name}: {job['side']}x{job['side']}, {job['steps']} steps x strength {job['strength']}, guidance {job['guidance']}",
+        f"  (a) raw diffusers call            {_fmt(fig['raw_ms'], ' ms')}   (min {_fmt(jobs['raw']['wall_ms']['min'])})",
+        f"  (b) engine in-process             {_fmt(fig['engine_ms'], ' ms')}   (min {_fmt(jobs['engine']['wall_ms']['min'])})",
+        f"  (c) round trip, pure-Python client {_fmt(fig['roundtrip_ms'], ' ms')}   (min {_fmt(jobs['roundtrip']['wall_ms']['min'])})",
+        f"      round trip, client with C speedups {_fmt(fig['roundtrip_native_ms'], ' ms')}",
+        f"      round trip, pure-Python client, progress throttled {_fmt(fig['roundtrip_throttled_ms'], ' ms')} "
+        f"(x{fig['roundtrip_throttled_over_engine']} of (b))",
+        f"  (c)/(a) {fig['roundtrip_over_raw']}   (b)/(a) {fig['engine_over_raw']}   (c)/(b) {fig['roundtrip_over_engine']}   "
+        f"(fastest rounds: {fig['roundtrip_over_raw_min']}, {fig['engine_over_raw_min']}, {fig['roundtrip_over_engine_min']})",
+        f"  (a) and (b) interleaved on their own: {_fmt(fig['raw_alone_ms'], ' ms')} and {_fmt(fig['engine_alone_ms'], ' ms')}, "
+        f"(b)/(a) {fig['engine_over_raw_alone']}",
+        f"  previews every step: engine {_fmt(fig['engine_previews_ms'], ' ms')} ({fig['previews_engine']:.0f} previews), "
+        f"round trip {_fmt(fig['roundtrip_previews_ms'], ' ms')} ({fig['previews_roundtrip']:.0f} previews, x{fig['previews_cost_x']} "
+        f"of the round trip without); per preview: engine {_fmt(fig['engine_per_preview_ms'], ' ms')}, "
+        f"round trip {_fmt(fig['per_preview_ms'], ' ms')}",
+        f"  first preview: round trip {_fmt(fig['first_preview_ms'], ' ms')}, engine {_fmt(fig['engine_first_preview_ms'], ' ms')}; "
+        f"engine time per denoising step {_fmt(fig['step_ms'], ' ms')}",
+    ]
+
+
+def _live_text(name: str, model: dict[str, Any], fig: dict[str, Any]) -> list[str]:
+    live = model["live"]
+    lines = [
+        f"model {name}, live frame: {live['side']}x{live['side']}, {live['steps']} steps x strength {live['strength']}, "
+        f"guidance {live['guidance']}, previews every {live['preview_every']} (0: none); median ms",
+        f"  diffusers: pipeline {_fmt(fig['live_raw_ms'])}, with TAESD {_fmt(fig['live_raw_taesd_ms'])}, "
+        f"with TAESD and torch.compile {_fmt(fig['live_raw_taesd_compiled_ms'])} "
+        + (f"(compiled and recorded in {model['prime_s'][RAW_COMPILED]} s)" if model["prime_s"] else "(not run: --compile)"),
+        f"  engine in-process {_fmt(fig['live_engine_ms'])}, with CUDA graphs {_fmt(fig['live_engine_graphs_ms'])}; "
+        f"prototype, the whole frame in one CUDA graph (frame alone): {_fmt(fig['live_frame_graph_ms'])} {model['frame_graph']}",
+        f"  round trip {_fmt(fig['live_roundtrip_ms'])}, with CUDA graphs {_fmt(fig['live_roundtrip_graphs_ms'])}, "
+        f"client with C speedups {_fmt(fig['live_roundtrip_native_ms'])}, progress throttled {_fmt(fig['live_roundtrip_throttled_ms'])}",
+        f"  diffusers pipeline / round trip: x{fig['live_raw_over_roundtrip']}, with CUDA graphs x{fig['live_raw_over_roundtrip_graphs']}; "
+        f"round trip / engine x{fig['live_roundtrip_over_engine']}; client CPU {_fmt(fig['live_client_cpu_ms'], ' ms')}; "
+        f"first preview {_fmt(fig['live_first_preview_ms'], ' ms')}",
+        f"  CUDA-graph engine ready {fig['graphs_ready_s']} s after load (graphs captured: {model['fast_path']['cuda_graphs']}), "
+        f"its first frame {_fmt(fig['graphs_first_frame_ms'], ' ms')}",
+    ]
+    for engine, found in model["vram"].items():
+        start, end = found["start"], found["readings"][-1]
+        lines.append(
+            f"  {found['frames']} live frames through the websocket, {engine}: allocated {_mib(start['allocated_bytes'])} -> "
+            f"{_mib(end['allocated_bytes'])} (peak {_mib(found['max_allocated_bytes'])}), reserved {_mib(start['reserved_bytes'])} -> "
+            f"{_mib(end['reserved_bytes'])}, resident {_mib(start['resident_bytes'])} -> {_mib(end['resident_bytes'])}; "
+            f"frame {_fmt(found['wall_ms']['median'], ' ms')}"
+        )
+    oom = model["out_of_memory"]
+    lines.append(
+        f"  out of memory ({oom['how']}): answered {oom['error_code']} ({oom['error_message']!r}); "
+        f"the next job {'succeeded' if oom['served_after'] else 'failed: ' + str(oom['next_job_error'])}"
+    )
+    return lines
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / MIB:.1f} MiB"
 
 
 def _ratio_text(value: int | None, size: int) -> str:

@@ -19,7 +19,10 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.profiles import ModelCase, Profile
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # run as a script: make the checkout's packages importable
@@ -40,6 +43,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the CI smoke run: fewer rounds and sizes (under a minute on 2 cores)")
     parser.add_argument("--device", help="override the profile's device (cpu, cuda, cuda:1 ...)")
     parser.add_argument("--models", help="comma-separated subset of the profile's models")
+    parser.add_argument(
+        "--tiny", action="store_true", help="run every model case on the built-in tiny model: a smoke run of a profile's code (CI, CPU)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure diffusers with TAESD and torch.compile(mode='reduce-overhead') (minutes to compile)",
+    )
     parser.add_argument("--cprofile", type=Path, help="write cProfile tables of the pure-Python client (512², 2048², 4096²) to this folder")
     return parser.parse_args(argv)
 
@@ -86,18 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         with ClientProcess(vendor=vendor) as pure, ClientProcess(vendor=None) as native:
             results["clients"] = {"pure": pure.info, "native": native.info}
             for index, case in enumerate(cases):
-                model = case.name if case.name == "tiny" else str(architectures.ensure_model(cache_root(), case.name, device))
-                _say(f"{case.name}: loading on {device}")
+                model = "tiny" if args.tiny or case.name == "tiny" else str(architectures.ensure_model(cache_root(), case.name, device))
+                _say(f"{case.name}: loading {model} on {device}")
                 with running_bridge(ServerConfig(model=model, device=device), wait=False) as running:
                     bridge = running.bridge
-                    _say(f"{case.name}: raw pipeline, engine and round trip")
                     engine = suites.wait_ready(bridge)
                     worker = bridge.engine_thread
-                    raw_pipe = worker.submit(load, resolve(model), device).result().img2img
-                    measured = suites.compare_model(case, raw_pipe, engine, worker, running.url, pure, native, profile.job_rounds)
-                    del raw_pipe
+                    raw_loaded = worker.submit(load, resolve(model), device).result()
+                    measured = _measure_model(case, raw_loaded, engine, bridge, running.url, pure, native, profile, args.compile)
+                    del raw_loaded
                     measured["figures"] = report.model_figures(measured)
                     results["models"][case.name] = measured
+                    if args.json:  # what is measured so far survives a later failure or time-out
+                        _write_json(args.json, results)
                     if index < len(cases) - 1:
                         continue
                     _say("transport")
@@ -111,20 +123,73 @@ def main(argv: list[str] | None = None) -> int:
                             _write_tables(args.cprofile, tables)
     _say("encodings")
     results["encodings"] = encodings.measure(profile.encoding_sides)
-    first = results["models"][cases[0].name]["figures"]
-    results["headline"] = {
-        "model": cases[0].name,
-        **{k: first[k] for k in ("roundtrip_over_raw", "engine_over_raw", "roundtrip_over_engine", "first_preview_ms", "per_preview_ms")},
-        **report.transport_figures(results["transport"]),
-    }
+    results["headline"] = {**_headline(results["models"]), **report.transport_figures(results["transport"])}
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     print(report.text(results))
     print(f"\n({results['seconds']} s)")
     if args.json:
-        figures = {**results["headline"], "machine": results["machine"], "results": results}
-        args.json.write_text(json.dumps(_json_safe(figures), indent=1, allow_nan=False) + "\n")
+        _write_json(args.json, results)
     return 0
+
+
+def _write_json(path: Path, results: dict[str, Any]) -> None:
+    figures = {**results.get("headline", {}), "machine": results["machine"], "results": results}
+    path.write_text(json.dumps(_json_safe(figures), indent=1, allow_nan=False) + "\n")
+
+
+def _measure_model(
+    case: ModelCase, raw_loaded: Any, engine: Any, bridge: Any, url: str, pure: Any, native: Any, profile: Profile, compiled: bool
+) -> dict[str, Any]:
+    """The profile's measurements of one model: its whole job, then its live frame with the memory checks."""
+    from bench import suites
+    from bench.inprocess import RawPipeline, diffusers_setups
+
+    worker = bridge.engine_thread
+    measured: dict[str, Any] = {}
+    if case.job is not None:
+        _say(f"{case.name}: whole job, raw pipeline against engine and round trip")
+        raw = RawPipeline(raw_loaded.img2img, engine)
+        measured.update(suites.compare_job(case.job, raw, engine, worker, url, pure, native, profile.job_rounds))
+    if case.live is not None:
+        _say(f"{case.name}: live frame (CUDA graphs captured at 'load'; diffusers set-ups{', compiling' if compiled else ''})")
+        graphed, measured["fast_path"] = suites.fast_path(engine, worker, case.live)
+        raws = diffusers_setups(raw_loaded, engine, compiled=compiled)
+        measured.update(suites.compare_live(case.live, raws, engine, graphed, bridge, worker, url, pure, native, profile.live_rounds))
+        del raws
+        _say(f"{case.name}: {profile.vram_frames} live frames per engine, memory")
+        measured["vram"] = suites.vram(case.live, {"engine": engine, "engine_graphs": graphed}, bridge, url, pure, profile.vram_frames)
+        _say(f"{case.name}: a job that runs out of memory, then one that does not")
+        measured["out_of_memory"] = suites.out_of_memory(case.live, engine, bridge, url, pure)
+    return measured
+
+
+_HEADLINE_JOB = ("roundtrip_over_raw", "engine_over_raw", "roundtrip_over_engine", "first_preview_ms", "per_preview_ms", "previews_cost_x")
+_HEADLINE_LIVE = (
+    "live_roundtrip_ms",
+    "live_roundtrip_graphs_ms",
+    "live_frame_graph_ms",
+    "live_raw_ms",
+    "live_raw_taesd_ms",
+    "live_raw_over_roundtrip",
+    "live_raw_over_roundtrip_graphs",
+    "graphs_ready_s",
+    "vram_growth_mib_engine",
+    "vram_growth_mib_engine_graphs",
+    "oom_served_after",
+)
+
+
+def _headline(models: dict[str, Any]) -> dict[str, Any]:
+    """The goals' figures: whole-job keys from the first model with a job, live keys from the first with a live frame."""
+    found: dict[str, Any] = {}
+    for keys, label in ((_HEADLINE_JOB, "model"), (_HEADLINE_LIVE, "live_model")):
+        for name, model in models.items():
+            if keys[0] in model["figures"]:
+                found[label] = name
+                found.update({key: model["figures"][key] for key in keys})
+                break
+    return found
 
 
 def _json_safe(value: Any) -> Any:

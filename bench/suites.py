@@ -5,15 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
+import numpy as np
+
 from bridge.engine import Engine
+from bridge.graphs import OneStepFrame
+from tests.memory import exhausted_memory
 
 from . import server_patches, timeline, timing
 from .clients import ClientProcess
-from .inprocess import InProcessEngine, RawPipeline, request_for, sample_rgba
-from .profiles import JOB_PROTOTYPE, SHIPPED, JobSettings, ModelCase, Profile
+from .inprocess import RAW_COMPILED, InProcessEngine, RawPipeline, Sync, request_for, sample_rgba
+from .profiles import JOB_PROTOTYPE, SHIPPED, JobSettings, Profile
+from .transport import serving
 
 Case = Callable[[], dict[str, Any]]
 _WARMUP_ROUNDS = 1
@@ -33,64 +38,228 @@ def interleaved(cases: dict[str, Case], rounds: int, warmup: int = _WARMUP_ROUND
     return samples
 
 
-def compare_model(
-    case: ModelCase, raw_pipe: Any, engine: Engine, worker: Executor, url: str, pure: ClientProcess, native: ClientProcess, rounds: int
+def _on(worker: Executor, call: Callable[[], Any]) -> Case:
+    return lambda: worker.submit(call).result()
+
+
+def _round_trip(client: ClientProcess, url: str, settings: JobSettings, variant: str = SHIPPED) -> Case:
+    client_variant, _, server_variant = variant.partition("|")
+
+    def case() -> dict[str, Any]:
+        with server_patches.patched(server_patches.parse_variant(server_variant)):
+            return client.ask("job", url=url, variant=client_variant, **asdict(settings))
+
+    return case
+
+
+def compare_job(
+    job: JobSettings, raw: RawPipeline, engine: Engine, worker: Executor, url: str, pure: ClientProcess, native: ClientProcess, rounds: int
 ) -> dict[str, Any]:
-    """(a) raw pipeline, (b) engine in-process, (c) round trip, with and without previews; then a live frame.
+    """A whole job: (a) raw pipeline, (b) engine in-process, (c) round trip, with and without previews every step.
 
     (a) and (b) run on ``worker``, the thread on which the server runs its engine: once a second
     thread has run torch on the CPU, libgomp finds more OpenMP threads than cores and stops
     spinning between parallel regions, which made every job here about 2.5x slower.
     """
-    raw = RawPipeline(raw_pipe, engine)
     in_process = InProcessEngine(engine)
-    job, job_previews = case.job, case.job.with_previews()
+    job_previews = job.with_previews()
     pixels = sample_rgba(job.side)
     image = raw.working_image(job)
     plain_request, preview_request = request_for(job, pixels), request_for(job_previews, pixels)
 
-    def on_worker(call: Callable[[], Any]) -> Case:
-        return lambda: worker.submit(call).result()
-
-    def round_trip(client: ClientProcess, settings: JobSettings, variant: str = SHIPPED) -> Case:
-        client_variant, _, server_variant = variant.partition("|")
-
-        def case() -> dict[str, Any]:
-            with server_patches.patched(server_patches.parse_variant(server_variant)):
-                return client.ask("job", url=url, variant=client_variant, **asdict(settings))
-
-        return case
-
     # (a) against (b) on their own first, then everything interleaved
-    raw_case = on_worker(lambda: {"wall_ms": raw.call(job, image)})
-    engine_case = on_worker(lambda: in_process.call(job, plain_request))
+    raw_case = _on(worker, lambda: {"wall_ms": raw.call(job, image)})
+    engine_case = _on(worker, lambda: in_process.call(job, plain_request))
     alone = interleaved({"raw": raw_case, "engine": engine_case}, rounds)
     cases: dict[str, Case] = {
         "raw": raw_case,
         "engine": engine_case,
-        "engine_previews": on_worker(lambda: in_process.call(job_previews, preview_request)),
-        "roundtrip": round_trip(pure, job),
-        "roundtrip_previews": round_trip(pure, job_previews),
-        "roundtrip_native": round_trip(native, job),
-        "roundtrip_throttled": round_trip(pure, job, JOB_PROTOTYPE),
+        "engine_previews": _on(worker, lambda: in_process.call(job_previews, preview_request)),
+        "roundtrip": _round_trip(pure, url, job),
+        "roundtrip_previews": _round_trip(pure, url, job_previews),
+        "roundtrip_native": _round_trip(native, url, job),
+        "roundtrip_throttled": _round_trip(pure, url, job, JOB_PROTOTYPE),
     }
     jobs = interleaved(cases, rounds)
+    return {"job": asdict(job), "alone_samples": _summaries(alone), "job_samples": _summaries(jobs)}
 
-    live = case.live
-    live_request = request_for(live, sample_rgba(live.side))
-    live_cases: dict[str, Case] = {
-        "engine": on_worker(lambda: in_process.call(live, live_request)),
-        "roundtrip": round_trip(pure, live),
-        "roundtrip_throttled": round_trip(pure, live, JOB_PROTOTYPE),
-        "roundtrip_native": round_trip(native, live),
-    }
-    lives = interleaved(live_cases, rounds)
+
+def fast_path(engine: Engine, worker: Executor, live: JobSettings) -> tuple[Engine, dict[str, Any]]:
+    """An engine as ``serve --cuda-graphs`` builds it, on the same loaded model: warmed up at ``live.side``.
+
+    Returns it with how long it took to be ready after the model had loaded and its first live frame.
+    """
+
+    def build() -> tuple[Engine, dict[str, Any]]:
+        sync = Sync(engine)
+        sync()
+        started = time.perf_counter()
+        graphed = Engine(engine.model, cuda_graphs=True)
+        graphed.warm_up(live.side)
+        sync()
+        ready_s = time.perf_counter() - started
+        first = InProcessEngine(graphed).call(live, request_for(live, sample_rgba(live.side)))
+        return graphed, {"ready_s": round(ready_s, 3), "first_frame_ms": round(first["wall_ms"], 2)}
+
+    graphed, info = worker.submit(build).result()
+    info["cuda_graphs"] = engine.device.type == "cuda"
+    return graphed, info
+
+
+def compare_live(
+    live: JobSettings,
+    raws: dict[str, RawPipeline],
+    engine: Engine,
+    graphed: Engine,
+    bridge: Any,
+    worker: Executor,
+    url: str,
+    pure: ClientProcess,
+    native: ClientProcess,
+    rounds: int,
+) -> dict[str, Any]:
+    """A live frame: diffusers' set-ups, the engine in-process and through the websocket, each with and without CUDA graphs."""
+    request = request_for(live, sample_rgba(live.side))
+    image = next(iter(raws.values())).working_image(live)
+    primed: dict[str, float] = {}
+    for name, raw in raws.items():
+        if name == RAW_COMPILED:  # compiles and records its graphs here, outside the measured rounds
+            primed[name] = round(worker.submit(raw.prime, live, image).result(), 1)
+    cases: dict[str, Case] = {name: _on(worker, _raw_call(raw, live, image)) for name, raw in raws.items()}
+    cases["engine"] = _on(worker, lambda: InProcessEngine(engine).call(live, request))
+    cases["engine_graphs"] = _on(worker, lambda: InProcessEngine(graphed).call(live, request))
+    frame_case, frame_info = _frame_graph(engine, next(iter(raws.values())), live, worker)
+    if frame_case is not None:
+        cases["frame_graph"] = frame_case
+    cases["roundtrip"] = _round_trip(pure, url, live)
+    shipped_graphs = _round_trip(pure, url, live)
+
+    def roundtrip_graphs() -> dict[str, Any]:
+        with serving(bridge, graphed):
+            return shipped_graphs()
+
+    cases["roundtrip_graphs"] = roundtrip_graphs
+    cases["roundtrip_native"] = _round_trip(native, url, live)
+    cases["roundtrip_throttled"] = _round_trip(pure, url, live, JOB_PROTOTYPE)
+    return {"live": asdict(live), "prime_s": primed, "frame_graph": frame_info, "live_samples": _summaries(interleaved(cases, rounds))}
+
+
+def _frame_graph(engine: Engine, raw: RawPipeline, live: JobSettings, worker: Executor) -> tuple[Case | None, dict[str, Any]]:
+    """The prototype of a whole one-step frame in one CUDA graph (``bridge.graphs.OneStepFrame``), where it applies.
+
+    It times the frame alone: TAESD in, UNet, TAESD out and the uint8 copies both ways,
+    on the working image; the engine's decoding, scaling and blending on the CPU are not in it.
+    """
+    model = engine.model
+    if live.guidance > 1.0 or not OneStepFrame.supports(engine.pipe, model.tiny_vae, live.steps, live.strength):
+        return None, {"applies": False}
+    rgb = np.asarray(raw.working_image(live))
+    sync = Sync(engine)
+
+    def build() -> tuple[OneStepFrame, Any, float]:
+        with engine.torch.inference_mode():
+            embeds = engine.pipe.encode_prompt(live.prompt, engine.device, 1, False)[0]
+        sync()
+        started = time.perf_counter()
+        frame = OneStepFrame(engine.pipe, model.tiny_vae, live.steps, live.strength, rgb.shape[0], rgb.shape[1], capture=True)
+        frame(rgb, embeds, live.seed)
+        sync()
+        return frame, embeds, time.perf_counter() - started
+
+    try:
+        frame, embeds, recorded_s = worker.submit(build).result()
+    except Exception as exc:  # a prototype: its failure is a finding, not the end of the run
+        return None, {"applies": True, "error": f"{exc.__class__.__name__}: {exc}"}
+
+    def call() -> dict[str, float]:
+        sync()
+        started = time.perf_counter()
+        frame(rgb, embeds, live.seed)
+        sync()
+        return {"wall_ms": (time.perf_counter() - started) * 1000}
+
+    return _on(worker, call), {"applies": True, "captured": engine.device.type == "cuda", "recorded_s": round(recorded_s, 3)}
+
+
+def _raw_call(raw: RawPipeline, live: JobSettings, image: Any) -> Callable[[], dict[str, float]]:
+    return lambda: {"wall_ms": raw.call(live, image)}
+
+
+def vram(live: JobSettings, engines: dict[str, Engine], bridge: Any, url: str, pure: ClientProcess, frames: int) -> dict[str, Any]:
+    """``frames`` live frames through the websocket per engine: GPU memory allocated along the way, and its peak.
+
+    On a CPU the allocator figures are null and the process's resident memory stands in.
+    """
+    found: dict[str, Any] = {}
+    for name, engine in engines.items():
+        memory = _DeviceMemory(engine)
+        frame = _round_trip(pure, url, live)
+        readings: list[dict[str, Any]] = []
+        walls = timing.Samples()
+        with serving(bridge, engine):
+            frame()
+            memory.reset_peak()
+            start = memory.now()
+            every = max(1, frames // 10)
+            for index in range(1, frames + 1):
+                walls.add(frame()["wall_ms"])
+                if index % every == 0 or index == frames:
+                    readings.append({"frame": index, **memory.now()})
+        first, last = start["allocated_bytes"], readings[-1]["allocated_bytes"]
+        found[name] = {
+            "frames": frames,
+            "start": start,
+            "readings": readings,
+            "growth_bytes": None if first is None or last is None else last - first,
+            "max_allocated_bytes": memory.peak(),
+            "wall_ms": walls.summary(),
+        }
+    return found
+
+
+class _DeviceMemory:
+    def __init__(self, engine: Engine) -> None:
+        self.torch = engine.torch
+        self.device = engine.device if engine.device.type == "cuda" else None
+
+    def reset_peak(self) -> None:
+        if self.device is not None:
+            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def now(self) -> dict[str, int | None]:
+        cuda = self.torch.cuda
+        if self.device is not None:
+            cuda.synchronize(self.device)
+        return {
+            "allocated_bytes": None if self.device is None else int(cuda.memory_allocated(self.device)),
+            "reserved_bytes": None if self.device is None else int(cuda.memory_reserved(self.device)),
+            "resident_bytes": timing.resident_bytes(),
+        }
+
+    def peak(self) -> int | None:
+        return None if self.device is None else int(self.torch.cuda.max_memory_allocated(self.device))
+
+
+def out_of_memory(job: JobSettings, engine: Engine, bridge: Any, url: str, pure: ClientProcess) -> dict[str, Any]:
+    """A job that runs out of memory is answered with OUT_OF_MEMORY, and the next job on the same connection succeeds.
+
+    On CUDA the allocator is capped 16 MiB above what it already holds, so the job
+    really exhausts it; elsewhere the UNet raises the error CUDA would (tests/memory.py).
+    """
+    job = replace(job, live=False, preview_every=0)
+    with serving(bridge, engine):
+        with exhausted_memory(engine, headroom=16 << 20) as how:
+            failed = pure.ask("job", url=url, variant="shipped", allow_error=True, **asdict(job))
+        after = pure.ask("job", url=url, variant="shipped", allow_error=True, **asdict(job))
     return {
+        "how": how,
         "job": asdict(job),
-        "live": asdict(live),
-        "alone_samples": _summaries(alone),
-        "job_samples": _summaries(jobs),
-        "live_samples": _summaries(lives),
+        "error_code": failed.get("error_code"),
+        "error_message": failed.get("error_message"),
+        "next_job_error": after.get("error_code"),
+        "served_after": "error_code" not in after,
+        "next_job_ms": after.get("wall_ms"),
     }
 
 

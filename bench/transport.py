@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -36,14 +36,19 @@ class EchoEngine:
 
 
 @contextmanager
-def echo_engine(bridge: Bridge) -> Iterator[None]:
-    """Swap the running bridge's engine for an ``EchoEngine`` for the duration of the block."""
-    engine = bridge.engine
-    bridge.engine = EchoEngine()
+def serving(bridge: Bridge, engine: Any) -> Iterator[None]:
+    """Let the running bridge serve its jobs with ``engine`` for the duration of the block (call it between jobs)."""
+    before = bridge.engine
+    bridge.engine = engine
     try:
         yield
     finally:
-        bridge.engine = engine
+        bridge.engine = before
+
+
+def echo_engine(bridge: Bridge) -> AbstractContextManager[None]:
+    """Swap the running bridge's engine for an ``EchoEngine`` for the duration of the block."""
+    return serving(bridge, EchoEngine())
 
 
 async def _echo(request: web.Request) -> web.WebSocketResponse:

@@ -28,11 +28,33 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bridge(model_cache: Path) -> Iterator[RunningBridge]:
-    """A real bridge with the tiny model on a loopback port, shared by the tests that only talk to it."""
-    from tests.bridge_server import running_bridge  # the server needs aiohttp and torch: import it only here
+def device() -> str:
+    """Where tests that take a device run: IMG2IMG_TEST_DEVICE, else ``cuda`` when PyTorch sees a GPU, else ``cpu``."""
+    wanted = os.environ.get("IMG2IMG_TEST_DEVICE", "auto")
+    if wanted != "auto":
+        return wanted
+    try:
+        import torch
+    except ImportError:  # the Python 3.10 run of the client and plug-in tests
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
-    with running_bridge() as running:
+
+@pytest.fixture(scope="session")
+def cuda_device(device: str) -> str:
+    """The device, for tests of what only happens on CUDA (fp16, pinned memory, CUDA graphs, real out-of-memory)."""
+    if not device.startswith("cuda"):
+        pytest.skip(f"needs a CUDA GPU: the tests run on {device} (IMG2IMG_TEST_DEVICE=cuda, or a GPU PyTorch sees)")
+    return device
+
+
+@pytest.fixture(scope="session")
+def bridge(model_cache: Path, device: str) -> Iterator[RunningBridge]:
+    """A real bridge with the tiny model on a loopback port, on the test device, shared by the tests that only talk to it."""
+    from bridge.server import ServerConfig  # the server needs aiohttp and torch: import it only here
+    from tests.bridge_server import running_bridge
+
+    with running_bridge(ServerConfig(model="tiny", device=device)) as running:
         yield running
 
 

@@ -23,25 +23,57 @@ HEADLINE_KEYS = (
 )
 
 
-def test_quick_cpu_profile_runs_and_reports_the_ratios(tmp_path: Path) -> None:
+def _run_bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--profile", "cpu", "--quick", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / "run.py"), *args, "--json", str(out)],
         cwd=ROOT,
         env=os.environ.copy(),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout, json.loads(out.read_text())
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_cpu_profile_runs_and_reports_the_ratios(tmp_path: Path) -> None:
+    stdout, figures = _run_bench(tmp_path, "--profile", "cpu", "--quick")
     for label in ("(c)/(a)", "(b)/(a)", "(c)/(b)", "first preview", "4096x4096", "headline:"):
-        assert label in done.stdout
-    figures = json.loads(out.read_text())
+        assert label in stdout
     for key in HEADLINE_KEYS:
-        assert isinstance(figures[key], (int, float)) and math.isfinite(figures[key]) and figures[key] > 0, key
+        assert _positive(figures[key]), key
     assert figures["machine"]["cores"] >= 1
     assert figures["results"]["clients"]["pure"]["msgpack_unpacker"] == "msgpack.fallback"
     assert figures["results"]["clients"]["pure"]["websockets_apply_mask"] == "websockets.utils"
+
+
+def test_gpu_profile_measures_the_goals_and_runs_on_the_cpu_with_the_tiny_model(tmp_path: Path) -> None:
+    from bench.profiles import GPU
+
+    stdout, figures = _run_bench(tmp_path, "--profile", "gpu", "--quick", "--device", "cpu", "--tiny")
+    models = figures["results"]["models"]
+    quality, live = models["sd15"], models["sd-turbo"]
+    assert (quality["job"]["side"], quality["job"]["steps"], quality["job"]["strength"], quality["job"]["guidance"]) == (512, 30, 0.6, 7.5)
+    assert "live_samples" not in quality
+    assert "job_samples" not in live
+    assert (live["live"]["side"], live["live"]["guidance"], live["live"]["live"]) == (512, 0.0, True)
+    assert GPU.models[1].live is not None and GPU.models[1].live.denoising_steps == 1
+    assert GPU.vram_frames == 1000
+    for key in ("first_preview_ms", "previews_cost_x", "live_roundtrip_ms", "live_roundtrip_graphs_ms", "live_raw_ms", "live_raw_taesd_ms"):
+        assert _positive(figures[key]), key
+    assert live["figures"]["live_raw_taesd_compiled_ms"] is None  # torch.compile only with --compile
+    assert figures["oom_served_after"] is True
+    assert live["frame_graph"]["applies"] is True and "error" not in live["frame_graph"]
+    assert _positive(figures["live_frame_graph_ms"])
+    assert live["out_of_memory"]["error_code"] == "OUT_OF_MEMORY"
+    assert [found["frames"] for found in live["vram"].values()] == [3, 3]
+    assert live["vram"]["engine"]["growth_bytes"] is None  # no CUDA allocator here: null, not a made-up figure
+    assert "live frames through the websocket" in stdout and "out of memory" in stdout
 
 
 def test_interleaved_runs_every_case_each_round_and_drops_the_warmup() -> None:

@@ -1,4 +1,4 @@
-"""The engine in-process, with the tiny models (ordinary and 9-channel inpainting)."""
+"""The engine in-process, with the tiny models (ordinary and 9-channel inpainting), on the test device (see conftest)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bridge import protocol as p
 from bridge.engine import Engine, EngineError, JobCancelled, PreviewFrame, render_preview
 from bridge.models import LoadedModel, ModelSpec
 from bridge.tiny_model import ensure_tiny_model
+from tests.memory import exhausted_memory
 
 
 class Hooks:
@@ -34,8 +35,8 @@ class Hooks:
 
 
 @pytest.fixture(scope="module")
-def tiny(model_cache: Path) -> LoadedModel:
-    return models.load(models.resolve("tiny"), "cpu")
+def tiny(model_cache: Path, device: str) -> LoadedModel:
+    return models.load(models.resolve("tiny"), device)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,9 @@ def engine(tiny: LoadedModel) -> Engine:
 
 
 @pytest.fixture(scope="module")
-def inpaint_engine(model_cache: Path) -> Iterator[Engine]:
+def inpaint_engine(model_cache: Path, device: str) -> Iterator[Engine]:
     folder = ensure_tiny_model(inpaint=True)
-    loaded = models.load(ModelSpec("tiny-inpaint", "folder", str(folder)), "cpu")
+    loaded = models.load(ModelSpec("tiny-inpaint", "folder", str(folder)), device)
     assert loaded.inpaint_unet and loaded.inpaint is not None
     yield Engine(loaded)
 
@@ -161,25 +162,14 @@ def test_live_jobs_use_the_tiny_autoencoder(engine: Engine, monkeypatch: pytest.
     assert used == ["tiny"]
 
 
-def test_out_of_memory_becomes_an_engine_error(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    # no GPU here: the UNet raises the error CUDA would
-    def exhausted(*args: Any, **kwargs: Any) -> Any:
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-
-    monkeypatch.setattr(engine.pipe, "unet", _Raising(engine.pipe.unet, exhausted))
-    with pytest.raises(EngineError) as caught:
+def test_out_of_memory_becomes_an_engine_error_and_the_next_job_runs(engine: Engine) -> None:
+    # on CUDA the allocator really runs out; elsewhere the UNet raises what CUDA would (tests/memory.py)
+    with exhausted_memory(engine), pytest.raises(EngineError) as caught:
         list(engine.run(generate(noise_image(32, 32)), Hooks()))
     assert caught.value.code is p.ErrorCode.OUT_OF_MEMORY
     assert "smaller" in caught.value.message
-
-
-class _Raising:
-    def __init__(self, wrapped: Any, call: Any) -> None:
-        self.config = wrapped.config
-        self._call = call
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(*args, **kwargs)
+    (image,) = engine.run(generate(noise_image(32, 32)), Hooks())
+    assert image.pixels.shape == (32, 32, 4)
 
 
 def test_inpainting_unet_keeps_outside_pixels(inpaint_engine: Engine) -> None:
@@ -207,16 +197,16 @@ def test_warm_up_runs_a_live_frame_and_fills_the_prompt_cache(engine: Engine) ->
     assert ("", "", False) in engine._prompts
 
 
-def test_cuda_graphs_are_only_used_on_cuda(tiny: LoadedModel) -> None:
-    assert Engine(tiny, cuda_graphs=True)._graphed is None
+def test_cuda_graphs_are_only_used_on_cuda(tiny: LoadedModel, device: str) -> None:
+    assert (Engine(tiny, cuda_graphs=True)._graphed is not None) == device.startswith("cuda")
 
 
 @pytest.mark.parametrize("guidance", [0.0, 5.0])
-def test_sdxl_family_with_and_without_guidance(tmp_path_factory: pytest.TempPathFactory, guidance: float) -> None:
+def test_sdxl_family_with_and_without_guidance(tmp_path_factory: pytest.TempPathFactory, device: str, guidance: float) -> None:
     from tests.tiny_sdxl import save_tiny_sdxl
 
     folder = save_tiny_sdxl(tmp_path_factory.mktemp("sdxl"))
-    loaded = models.load(ModelSpec("tiny-sdxl", "folder", str(folder)), "cpu")
+    loaded = models.load(ModelSpec("tiny-sdxl", "folder", str(folder)), device)
     assert loaded.family == "sdxl"
     pixels = noise_image(130, 100)
     mask = np.zeros((100, 130), np.uint8)
@@ -244,3 +234,61 @@ def test_other_schedulers_models_ship_with(tiny: LoadedModel, scheduler_name: st
         tiny.img2img.scheduler = original
     assert image.pixels.shape == (64, 64, 4)
     assert hooks.steps and hooks.frames
+
+
+# --- what only happens on CUDA ------------------------------------------------------------
+
+
+def test_cuda_runs_the_model_in_float16(cuda_device: str, engine: Engine) -> None:
+    assert engine.dtype == torch.float16
+    assert engine.pipe.unet.dtype == torch.float16 and engine.pipe.unet.device.type == "cuda"
+    assert engine.model.tiny_vae is not None and engine.model.tiny_vae.dtype == torch.float16
+    (image,) = engine.run(generate(noise_image(64, 64)), Hooks())
+    assert image.pixels.dtype == np.uint8 and image.pixels.shape == (64, 64, 4)
+
+
+def test_pinned_staging_is_reused_and_never_mixes_two_jobs_pixels(cuda_device: str, engine: Engine) -> None:
+    first, second = noise_image(96, 64, seed=1), noise_image(96, 64, seed=2)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[10:20, 20:40] = 255
+    mask[30:40, 50:70] = 255  # two blocks: their bounding box holds kept pixels too
+    results = [next(iter(engine.run(generate(pixels, mask), Hooks()))).pixels for pixels in (first, second, first)]
+    staging = list(engine._pinned.values())
+    assert staging and all(buffer.is_pinned() for buffer in staging)
+    # the copies to and from the GPU are non-blocking: a missing wait would leak the previous job's pixels
+    assert np.array_equal(results[0], results[2])
+    assert not np.array_equal(results[0], results[1])
+    kept = mask[10:40, 20:70] == 0
+    assert results[1].shape[:2] == kept.shape and kept.any()
+    assert np.array_equal(results[1][kept], second[10:40, 20:70][kept])
+
+
+@pytest.mark.parametrize("decoder", [p.PreviewDecoder.AUTO, p.PreviewDecoder.TINY])
+def test_taesd_previews_on_cuda(cuda_device: str, engine: Engine, decoder: p.PreviewDecoder) -> None:
+    tiny_vae = engine.model.tiny_vae
+    assert tiny_vae is not None and tiny_vae.device.type == "cuda"
+    hooks = Hooks()
+    request = generate(noise_image(64, 48), steps=4, strength=1.0, live=True, preview=p.PreviewSettings(every=1, decoder=decoder))
+    list(engine.run(request, hooks))
+    assert [f.step for f in hooks.frames] == [1, 2, 3]
+    assert all(f.rgb.dtype == np.uint8 and f.rgb.shape[2] == 3 and f.rgb.shape[0] >= 48 for f in hooks.frames)
+    rendered = render_preview(hooks.frames[0], p.PreviewSettings(max_size=32))
+    assert max(rendered.width, rendered.height) == 32
+
+
+def test_cuda_graphs_are_captured_at_warm_up_and_replayed_for_live_jobs(cuda_device: str, tiny: LoadedModel) -> None:
+    graphed = Engine(tiny, cuda_graphs=True)
+    assert graphed._graphed is not None
+    graphed.warm_up(128)
+    assert len(graphed._graphed._graphs) == 1  # captured before the first real frame
+    live = generate(noise_image(128, 128), steps=2, strength=0.5, guidance=0.0, live=True, preview=p.PreviewSettings(every=0))
+    frames = [next(iter(graphed.run(live, Hooks()))).pixels for _ in range(3)]
+    assert len(graphed._graphed._graphs) == 1  # the same shapes replay the same graph
+    assert all(np.array_equal(frames[0], frame) for frame in frames[1:])
+    (eager,) = Engine(tiny).run(live, Hooks())
+    # the same kernels, replayed: the frame matches the eager one up to float16 rounding
+    difference = np.abs(eager.pixels.astype(np.int16) - frames[0].astype(np.int16))
+    assert difference.mean() < 1.0, difference.mean()
+    other_size = generate(noise_image(160, 80), steps=2, strength=0.5, guidance=0.0, live=True)
+    list(graphed.run(other_size, Hooks()))
+    assert len(graphed._graphed._graphs) == 2

@@ -27,6 +27,7 @@ from bridge.jobs import JobState
 from bridge.models import scan_models_dir
 from bridge.server import ServerConfig
 from tests.bridge_server import RunningBridge, free_port, running_bridge
+from tests.memory import exhausted_memory
 
 Connect = Callable[..., BridgeClient]
 TIMEOUT = 60.0
@@ -72,14 +73,14 @@ class Events:
                 return event
 
 
-def test_health_reports_the_tiny_model(bridge: RunningBridge) -> None:
+def test_health_reports_the_tiny_model(bridge: RunningBridge, device: str) -> None:
     health = bridge.health()
     assert health["status"] == "ready"
     assert health["model"] == "tiny"
     assert health["test_model"] is True
     assert "noise" in health["message"]
     assert health["protocol"] == p.PROTOCOL_VERSION
-    assert health["device"] == "cpu"
+    assert health["device"] == device
     assert health["queue"] == 0
 
 
@@ -91,6 +92,17 @@ def test_welcome_describes_the_bridge(connect: Connect) -> None:
     assert welcome.limits.max_message_bytes > 4096 * 4096 * 4
     assert "tiny" in {m.name for m in welcome.models}
     assert p.Encoding.RAW in welcome.encodings
+
+
+def test_out_of_memory_is_answered_and_the_server_keeps_serving(bridge: RunningBridge, connect: Connect) -> None:
+    client = connect()
+    # on CUDA the allocator really runs out; elsewhere the UNet raises what CUDA would (tests/memory.py)
+    with exhausted_memory(bridge.bridge.engine):
+        failed = client.run(request(photo()), timeout=TIMEOUT)
+    assert failed.error is not None and failed.error.code is p.ErrorCode.OUT_OF_MEMORY
+    assert "smaller image" in failed.error.message
+    assert bridge.health()["status"] == "ready"
+    assert client.run(request(photo()), timeout=TIMEOUT).ok
 
 
 def test_whole_image_img2img(connect: Connect) -> None:
