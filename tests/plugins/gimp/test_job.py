@@ -12,7 +12,7 @@ from bridge.regions import Rect
 
 from .fakes import FakeBridge, FakeCanvas, model_state, welcome
 
-SETTINGS = JobSettings(prompt="a fox", negative_prompt="", strength=0.5, steps=4, seed=9, model="", url="ws://x/ws")
+SETTINGS = JobSettings(prompt="a fox", negative_prompt="", strength=0.5, steps=4, guidance=None, seed=9, model="", url="ws://x/ws")
 ORIGIN = Rect(10, 20, 8, 6)  # the sent area, in image coordinates
 BOX = Rect(2, 1, 4, 4)  # where previews and the result land inside it
 

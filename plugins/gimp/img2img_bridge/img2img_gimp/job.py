@@ -86,6 +86,8 @@ class ImageJob:
         self.state = JobState.READY
         self.error: str | None = None
         self.seed: int | None = None
+        # the steps, guidance and strength the last result ran with, as the bridge reported them
+        self.used: tuple[int | None, float | None, float | None] = (None, None, None)
         self.result_rect: Rect | None = None
         self.previews = 0
         self._wanted_model: str | None = None
@@ -224,6 +226,7 @@ class ImageJob:
             self._fail(f"GIMP could not add the result layer: {exc}", cancel_remote=False)
             return
         self.seed, self.result_rect = result.seed, rect
+        self.used = (result.steps, result.guidance, result.strength)
         if result.last:
             self._end(JobState.FINISHED)
 
