@@ -27,6 +27,15 @@ if TYPE_CHECKING:
 DEFAULT_URL = f"ws://{p.DEFAULT_HOST}:{p.DEFAULT_PORT}{p.WS_PATH}"
 START_HINT = "start it with: img2img-bridge serve"
 
+
+def sentence(message: str) -> str:
+    """``message`` as the plug-ins show it to the artist: capitalised, with a full stop."""
+    text = message.strip()
+    if not text:
+        return ""
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?", "\u2026")) else ".")
+
+
 #: messages larger than this go out as fragments of this size, framed straight from the pixels
 FRAGMENT_BYTES = 1 << 20
 #: bytes the reader asks the socket for at a time (websockets' default, 64 KiB, means a thousand turns for a large layer)

@@ -122,3 +122,12 @@ def test_sending_without_connecting_is_a_clear_error() -> None:
     with pytest.raises(ClientError) as caught:
         BridgeClient().generate(job())
     assert "not connected" in caught.value.message
+
+
+def test_messages_become_sentences_for_the_artist() -> None:
+    from bridge.client import sentence
+
+    assert sentence("nothing is selected") == "Nothing is selected."
+    assert sentence(" Lost the bridge. ") == "Lost the bridge."
+    assert sentence("loading\u2026") == "Loading\u2026"
+    assert sentence("") == ""

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Callable, Hashable, Iterable, Protocol
 
 from bridge import protocol as p
+from bridge.client import sentence
 from bridge.presets import describe_used, recipe_for
 from bridge.regions import Rect
 
@@ -380,6 +381,8 @@ class Controller:
         self._runner.close()
 
     def _publish(self, **changes: object) -> None:
+        if "error" in changes:  # the bridge's, the client's and the capture's messages, all as sentences
+            changes["error"] = sentence(str(changes["error"]))
         state = replace(self.state, **changes)  # type: ignore[arg-type]
         if state != self.state:
             self.state = state

@@ -225,7 +225,7 @@ def test_failures_show_the_bridges_message() -> None:
     h.online()
     h.controller.generate()
     h.controller.handle([r.JobFailed(h.runner.specs[0].job_id, "steps is 1000; it must be in [1, 100]")])
-    assert "steps is 1000" in h.state.error and not h.state.running
+    assert h.state.error == "Steps is 1000; it must be in [1, 100]." and not h.state.running  # as a sentence
 
 
 def test_capture_errors_are_shown_and_nothing_is_sent() -> None:
@@ -234,7 +234,7 @@ def test_capture_errors_are_shown_and_nothing_is_sent() -> None:
     h.canvas.error = "nothing is selected: select the part to regenerate first"
     h.controller.generate()
     assert h.runner.specs == []
-    assert h.state.error.startswith("nothing is selected")
+    assert h.state.error.startswith("Nothing is selected")
 
 
 def test_generate_connects_first_when_offline() -> None:
@@ -356,7 +356,7 @@ def test_live_capture_errors_are_shown_once_and_cleared() -> None:
     h.canvas.error = "nothing is selected"
     h.controller.tick()
     h.controller.tick()
-    assert [v.error for v in h.views].count("nothing is selected") == 1
+    assert [v.error for v in h.views].count("Nothing is selected.") == 1
     h.canvas.error = ""
     h.controller.tick()
     assert h.state.error == "" and len(h.runner.specs) == 1
