@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Callable, Hashable, Iterable, Protocol
 
 from bridge import protocol as p
-from bridge.client import sentence
+from bridge.client import describe_loading, sentence
 from bridge.presets import describe_used, recipe_for
 from bridge.regions import Rect
 
@@ -316,8 +316,8 @@ class Controller:
     def _model_changed(self, update: r.ModelChanged) -> None:
         state = self._current = update.state
         text = state.message or state.status.value.capitalize()
-        if state.progress is not None and state.status is p.ModelStatus.LOADING:
-            text = f"Loading {state.name}: {state.progress:.0%}"
+        if state.status is p.ModelStatus.LOADING:
+            text = describe_loading(state)
         self._publish(model=state.name, recipe=recipe_for("", self._models, state), status=f"Model: {text}")
 
     def _job_update(self, update: r.Update) -> None:

@@ -175,6 +175,14 @@ def test_a_bridge_that_is_loading_is_waited_for() -> None:
     assert job.state is JobState.SUBMITTED
 
 
+def test_a_download_shows_its_bytes() -> None:
+    job, canvas, _, _ = make_job()
+    job.start(welcome(), model="other")
+    state = p.ModelState("other", p.ModelStatus.LOADING, downloaded=1_200_000_000, download_size=2_400_000_000)
+    job.handle(p.ModelStatusEvent(state))
+    assert canvas.progress[-1] == (0.5, "Img2Img: Downloading other: 1.2 GB of 2.4 GB\u2026")
+
+
 def test_too_large_an_area_is_refused_before_sending() -> None:
     job, _, bridge, _ = make_job()
     job.start(welcome(limits=p.Limits(max_pixels=16, max_side=4)))

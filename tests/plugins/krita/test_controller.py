@@ -404,6 +404,8 @@ def test_the_loaded_models_recipe_is_shown_and_follows_a_model_switch() -> None:
     assert ("load_model", "sd15") in h.runner.calls and h.state.recipe == SD15  # from the model list, before it loads
     h.controller.handle([r.ModelChanged(p.ModelState("new", p.ModelStatus.LOADING, progress=0.4))])
     assert h.state.recipe is None and h.state.status == "Model: Loading new: 40%"  # unknown until loaded
+    h.controller.handle([r.ModelChanged(p.ModelState("new", p.ModelStatus.LOADING, downloaded=20_000_000, download_size=80_000_000))])
+    assert h.state.status == "Model: Downloading new: 20 MB of 80 MB"
     loaded = replace(TURBO, steps=8, kind="sdxl-lightning")
     h.controller.handle([r.ModelChanged(p.ModelState("new", p.ModelStatus.READY, recipe=loaded))])
     assert h.state.recipe == loaded and h.state.model == "new"

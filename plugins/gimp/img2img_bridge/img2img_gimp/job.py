@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Protocol
 
 from bridge import protocol as p
-from bridge.client import ClientError, Disconnected
+from bridge.client import ClientError, Disconnected, describe_loading, loading_fraction
 from bridge.regions import Rect, crop
 
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
@@ -125,7 +125,7 @@ class ImageJob:
             self._submit()
         elif current.status is p.ModelStatus.LOADING:
             self.state = JobState.LOADING_MODEL
-            self.canvas.set_progress(current.progress, f"Img2Img: the bridge is loading {current.name or 'its model'}\u2026")
+            self.canvas.set_progress(loading_fraction(current), f"Img2Img: {describe_loading(current)}\u2026")
         elif current.status is p.ModelStatus.NO_MODEL:
             self._fail(f"The bridge has no model loaded: {MODEL_HINT}.")
         else:
@@ -173,7 +173,7 @@ class ImageJob:
         elif model.status is p.ModelStatus.ERROR:
             self._fail(f"The bridge could not load the model ({model.message.rstrip('.')}): {MODEL_HINT}.")
         elif model.status is p.ModelStatus.LOADING:
-            self.canvas.set_progress(model.progress, f"Img2Img: loading model {model.name or ''}\u2026")
+            self.canvas.set_progress(loading_fraction(model), f"Img2Img: {describe_loading(model)}\u2026")
 
     def _submit(self) -> None:
         self.state = JobState.SUBMITTED
