@@ -304,7 +304,7 @@ class BridgeDocker(DockWidget):
         self._save()
 
     def _strength_moved(self) -> None:
-        """The artist (or a preset) moved the slider: that strength is sent from now on."""
+        """The artist moved the slider: that strength is sent from now on."""
         self._strength_auto = False
         self._show_recipe(self._recipe)
         self._save()
