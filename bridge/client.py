@@ -27,6 +27,38 @@ if TYPE_CHECKING:
 DEFAULT_URL = f"ws://{p.DEFAULT_HOST}:{p.DEFAULT_PORT}{p.WS_PATH}"
 START_HINT = "start it with: img2img-bridge serve"
 
+
+def sentence(message: str) -> str:
+    """``message`` as the plug-ins show it to the artist: capitalised, with a full stop."""
+    text = message.strip()
+    if not text:
+        return ""
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?", "\u2026")) else ".")
+
+
+def describe_loading(state: p.ModelState) -> str:
+    """A loading model in the plug-ins' words: ``"Downloading sd-turbo: 1.2 GB of 2.6 GB"``, ``"Loading sd-turbo: 40%"``."""
+    name = state.name or "the model"
+    if state.downloaded is not None:
+        total = f" of {_bytes(state.download_size)}" if state.download_size else ""
+        return f"Downloading {name}: {_bytes(state.downloaded)}{total}"
+    if state.progress is not None:
+        return f"Loading {name}: {state.progress:.0%}"
+    return f"Loading {name}"
+
+
+def loading_fraction(state: p.ModelState) -> float | None:
+    """How far a loading model is, 0-1, when the bridge says (download bytes first)."""
+    if state.downloaded is not None and state.download_size:
+        return min(1.0, state.downloaded / state.download_size)
+    return state.progress
+
+
+def _bytes(count: int | None) -> str:
+    count = count or 0
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.0f} MB"
+
+
 #: messages larger than this go out as fragments of this size, framed straight from the pixels
 FRAGMENT_BYTES = 1 << 20
 #: bytes the reader asks the socket for at a time (websockets' default, 64 KiB, means a thousand turns for a large layer)

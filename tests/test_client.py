@@ -139,3 +139,24 @@ def test_a_frozen_bridge_is_an_error_within_seconds_not_a_wait_forever(tmp_path:
             client.close()
     assert outcome.error is not None and outcome.error.code is p.ErrorCode.CONNECTION
     assert "stopped answering" in outcome.error.message
+
+
+def test_messages_become_sentences_for_the_artist() -> None:
+    from bridge.client import sentence
+
+    assert sentence("nothing is selected") == "Nothing is selected."
+    assert sentence(" Lost the bridge. ") == "Lost the bridge."
+    assert sentence("loading\u2026") == "Loading\u2026"
+    assert sentence("") == ""
+
+
+def test_a_loading_model_in_words() -> None:
+    from bridge.client import describe_loading, loading_fraction
+
+    downloading = p.ModelState("sd-turbo", p.ModelStatus.LOADING, progress=0.1, downloaded=350_000_000, download_size=2_600_000_000)
+    assert describe_loading(downloading) == "Downloading sd-turbo: 350 MB of 2.6 GB"
+    assert loading_fraction(downloading) == 350 / 2600
+    unknown_size = p.ModelState("sd-turbo", p.ModelStatus.LOADING, downloaded=5_000_000)
+    assert describe_loading(unknown_size) == "Downloading sd-turbo: 5 MB" and loading_fraction(unknown_size) is None
+    loading = p.ModelState(None, p.ModelStatus.LOADING, progress=0.4)
+    assert describe_loading(loading) == "Loading the model: 40%" and loading_fraction(loading) == 0.4

@@ -23,6 +23,9 @@ if _HERE not in sys.path:  # works with any --import-mode
 
 import chroot  # noqa: E402
 
+from bridge import protocol as p  # noqa: E402
+from bridge.client import BridgeClient  # noqa: E402
+
 KEEP_HOME_ENV = "IMG2IMG_E2E_KEEP_HOME"  # set to 1 to keep test HOMEs
 
 
@@ -55,3 +58,15 @@ def chroot_home(chroot_root: Path) -> Iterator[str]:
     yield home
     if os.environ.get(KEEP_HOME_ENV) != "1":
         chroot.safe_rmtree(host)
+
+
+@pytest.fixture(scope="module")
+def bridge_recipe(bridge_url: str) -> p.Recipe:
+    """The loaded model's recipe, as the bridge tells every client: what a job left at auto runs with."""
+    client = BridgeClient(bridge_url, name="e2e-recipe")
+    try:
+        recipe = client.connect().model.recipe
+    finally:
+        client.close()
+    assert recipe is not None
+    return recipe

@@ -105,7 +105,8 @@ def describe_layers(image: Any) -> list[dict[str, Any]]:
     return layers
 
 
-def run_plugin(record: Record, image: Any, layer: Any, **arguments: Any) -> None:
+def run_plugin(record: Record, image: Any, layer: Any, *, tuned: bool = True, **arguments: Any) -> None:
+    """Run the procedure non-interactively; ``tuned``: with 4 steps and the High preset, else the model's recipe."""
     proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
     if proc is None:
         raise RuntimeError(f"{PROCEDURE} is not registered: the plug-in did not load")
@@ -113,7 +114,9 @@ def run_plugin(record: Record, image: Any, layer: Any, **arguments: Any) -> None
     config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
-    defaults = {"prompt": "a red fox", "steps": 4, "random-seed": False, "seed": 1234, "strength-preset": "high"}
+    defaults: dict[str, Any] = {"prompt": "a red fox", "random-seed": False, "seed": 1234}
+    if tuned:
+        defaults.update({"steps": 4, "strength-preset": "high"})
     defaults["bridge-url"] = os.environ.get("IMG2IMG_BRIDGE_URL", "")
     for name, value in {**defaults, **arguments}.items():
         config.set_property(name, value)
@@ -127,6 +130,7 @@ def run_plugin(record: Record, image: Any, layer: Any, **arguments: Any) -> None
         record.data["seed"] = values.index(1)
         result = values.index(2)
         record.data["result_name"] = result.get_name()
+        record.data["used"] = [values.index(3), values.index(4), values.index(5)]  # steps, guidance, strength
         record.layer("result", result)
     else:
         record.data["message"] = values.index(1) if values.length() > 1 else None
@@ -197,10 +201,20 @@ def recover(record: Record) -> None:
     run_plugin(record, image, source)
 
 
+def model_defaults(record: Record) -> None:
+    """Steps, guidance and strength left at their defaults: the bridge runs the model's recipe."""
+    image = Gimp.Image.new(48, 40, Gimp.ImageBaseType.RGB)
+    source = add_layer(image, "source", (0, 0, 48, 40), Gimp.ImageType.RGBA_IMAGE, 11, "R'G'B'A u8")
+    fresh = Gimp.get_pdb().lookup_procedure(PROCEDURE).create_config()  # holds the arguments' defaults
+    record.data["argument_defaults"] = {name: fresh.get_property(name) for name in ("steps", "guidance", "strength", "strength-preset")}
+    run_plugin(record, image, source, tuned=False)
+
+
 def no_bridge(record: Record) -> None:
     image = Gimp.Image.new(32, 32, Gimp.ImageBaseType.RGB)
     source = add_layer(image, "source", (0, 0, 32, 32), Gimp.ImageType.RGBA_IMAGE, 9, "R'G'B'A u8")
-    run_plugin(record, image, source, **{"bridge-url": os.environ["IMG2IMG_DEAD_URL"]})
+    dead: dict[str, Any] = {"bridge-url": os.environ["IMG2IMG_DEAD_URL"]}
+    run_plugin(record, image, source, **dead)
 
 
 def unknown_model(record: Record) -> None:
@@ -215,6 +229,7 @@ SCENARIOS = {
     "large_without_alpha": large_without_alpha,
     "grayscale": grayscale,
     "recover": recover,
+    "model_defaults": model_defaults,
     "no_bridge": no_bridge,
     "unknown_model": unknown_model,
 }

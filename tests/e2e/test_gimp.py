@@ -18,7 +18,9 @@ import chroot
 import numpy as np
 import pytest
 
+from bridge import protocol as p
 from bridge.install import install_gimp
+from bridge.presets import STRENGTH_PRESETS
 
 SCENARIOS = Path(__file__).resolve().parent / "gimp_scenarios.py"
 RESULT_NAME = "a red fox (seed 1234)"
@@ -87,6 +89,18 @@ def test_the_chroot_python_has_no_websockets_so_the_vendored_copy_is_used(chroot
     probe = "import importlib.util as u; print(u.find_spec('websockets'), u.find_spec('msgpack'))"
     run = chroot.run_in_chroot(chroot_root, ["python3", "-c", probe], home=chroot_home, timeout=60)
     assert run.stdout.strip() == "None None", run.describe()
+
+
+def test_default_arguments_send_no_steps_guidance_or_strength_and_run_the_models_recipe(gimp: GimpRun, bridge_recipe: p.Recipe) -> None:
+    data = gimp.scenario("model_defaults")
+    assert data["argument_defaults"] == {"steps": 0, "guidance": -1.0, "strength": 0.0, "strength-preset": "exact"}
+    assert data["status"] == "success", data
+    assert data["used"] == list(bridge_recipe.settings(live=False))  # what ran is the recipe: nothing else was sent
+
+
+def test_values_a_script_sets_are_sent_and_the_rest_is_the_recipes(gimp: GimpRun, bridge_recipe: p.Recipe) -> None:
+    data = gimp.scenario("whole")
+    assert data["used"] == [4, bridge_recipe.guidance, STRENGTH_PRESETS["high"]]  # steps 4 and the High preset; guidance left to the model
 
 
 def test_whole_layer_makes_one_new_layer_over_it(gimp: GimpRun) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 import chroot
 import pytest
 
+from bridge import protocol as p
 from bridge.install import install_krita
+from bridge.presets import auto_guidance, auto_steps, auto_strength
 
 HERE = Path(__file__).resolve().parent
 U8_SIZE = (96, 64)
@@ -92,7 +94,7 @@ def test_plugin_loads_connects_and_uses_its_vendored_libraries(krita_run: dict[s
 
 def test_whole_layer_result_is_one_undoable_layer_above_the_untouched_source(krita_run: dict[str, Any]) -> None:
     facts = scenario(krita_run, "scenario_whole_layer")
-    assert facts["no_selection_error"].startswith("nothing is selected")
+    assert facts["no_selection_error"].startswith("Nothing is selected")
     assert facts["job"]["ready"] and facts["job"]["error"] == ""
     assert facts["job"]["seed"] == 1234
     assert facts["layers_with_preview"] == ["Background", "[Preview]"]
@@ -157,3 +159,18 @@ def test_16bit_document_is_not_corrupted(krita_run: dict[str, Any]) -> None:
 def test_settings_persist_in_kritarc(krita_run: dict[str, Any]) -> None:
     assert "[img2img_bridge]" in krita_run["_kritarc"]
     assert "prompt=persisted prompt" in krita_run["_kritarc"]
+    for name in ("steps", "guidance", "strength", "live_steps"):  # the last scenario left them at auto
+        assert f"\n{name}=auto\n" in krita_run["_kritarc"]
+
+
+def test_default_settings_send_no_steps_guidance_or_strength_and_run_the_models_recipe(
+    krita_run: dict[str, Any], bridge_recipe: p.Recipe
+) -> None:
+    recipe = bridge_recipe
+    facts = scenario(krita_run, "scenario_model_defaults")
+    assert p.Recipe.from_wire(facts["recipe"], "recipe") == recipe
+    assert facts["shown"] == [auto_steps(recipe), auto_guidance(recipe), auto_strength(recipe), f"steps {auto_steps(recipe, live=True)}"]
+    assert facts["job"]["ready"], facts["job"]["error"]
+    assert facts["sent"] == [None, None, None]
+    assert facts["used"] == list(recipe.settings(live=False))
+    assert facts["status"].startswith("Done (") and "[Preview]" not in facts["layers"]

@@ -30,7 +30,20 @@ from img2img_gimp.gimp_canvas import GimpCanvas  # noqa: E402
 from img2img_gimp.glib_loop import GLibLoop  # noqa: E402
 from img2img_gimp.job import JobState  # noqa: E402
 from img2img_gimp.runner import run_job  # noqa: E402
-from img2img_gimp.settings import ARGUMENTS, MAX_SEED, Argument, BoolArg, ChoiceArg, DoubleArg, IntArg, JobSettings  # noqa: E402
+from img2img_gimp.settings import (  # noqa: E402
+    ARGUMENTS,
+    AUTO_GUIDANCE,
+    AUTO_STEPS,
+    AUTO_STRENGTH,
+    MAX_SEED,
+    MAX_STEPS,
+    Argument,
+    BoolArg,
+    ChoiceArg,
+    DoubleArg,
+    IntArg,
+    JobSettings,
+)
 from img2img_gimp.source import read_source  # noqa: E402
 from img2img_gimp.trace import traced  # noqa: E402
 
@@ -65,11 +78,15 @@ def run(procedure: Any, run_mode: Any, image: Any, drawables: Any, config: Any, 
         return _failure(procedure, job.error or "Img2Img ended without a result.")
     if 0 <= job.seed <= MAX_SEED:
         config.set_property("seed", job.seed)  # remembered with the other values: untick Random seed to reuse it
+    steps, guidance, strength = job.used
     return Gimp.ValueArray.new_from_values(
         [
             GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
             GObject.Value(GObject.TYPE_INT, job.seed),
             GObject.Value(Gimp.Layer, canvas.result),
+            GObject.Value(GObject.TYPE_INT, AUTO_STEPS if steps is None else min(steps, MAX_STEPS)),
+            GObject.Value(GObject.TYPE_DOUBLE, AUTO_GUIDANCE if guidance is None else guidance),
+            GObject.Value(GObject.TYPE_DOUBLE, AUTO_STRENGTH if strength is None else strength),
         ]
     )
 
@@ -132,6 +149,10 @@ class Img2ImgPlugIn(Gimp.PlugIn):
         flags = GObject.ParamFlags.READWRITE
         procedure.add_int_return_value("seed", "Seed", "The seed used", 0, MAX_SEED, 0, flags)
         procedure.add_layer_return_value("layer", "Layer", "The new layer", True, flags)
+        # what ran, the model's recipe where the arguments said auto (0 / -1 / 0 when an old bridge does not say)
+        procedure.add_int_return_value("steps", "Steps", "The steps of the schedule used", AUTO_STEPS, MAX_STEPS, AUTO_STEPS, flags)
+        procedure.add_double_return_value("guidance", "Guidance", "The guidance used", AUTO_GUIDANCE, 30.0, AUTO_GUIDANCE, flags)
+        procedure.add_double_return_value("strength", "Strength", "The strength used", AUTO_STRENGTH, 1.0, AUTO_STRENGTH, flags)
         return procedure
 
 

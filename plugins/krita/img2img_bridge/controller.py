@@ -12,6 +12,9 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Callable, Hashable, Iterable, Protocol
 
+from bridge import protocol as p
+from bridge.client import describe_loading, sentence
+from bridge.presets import describe_used, recipe_for
 from bridge.regions import Rect
 
 from . import runner as r
@@ -71,6 +74,7 @@ class ViewState:
     connection_text: str = "Not connected"
     models: tuple[str, ...] = ()
     model: str | None = None
+    recipe: p.Recipe | None = None  # the selected model's: what "auto" settings become
     running: bool = False
     progress: float | None = None
     status: str = ""
@@ -116,6 +120,8 @@ class Controller:
         self._live_seed = 0
         self._live_on_canvas = False
         self._live_error = ""
+        self._models: tuple[p.ModelInfo, ...] = ()
+        self._current = p.ModelState(None, p.ModelStatus.NO_MODEL)
         self.live_jobs: dict[str, Hashable] = {}  # every live job sent, with the state it rendered
         self._live_targets: dict[str, object] = {}
         self.live_rendered: list[Hashable] = []  # the states whose results arrived, in order
@@ -129,6 +135,7 @@ class Controller:
     def select_model(self, name: str) -> None:
         if name and name != self.state.model and self.state.connection is Connection.ONLINE:
             self._runner.load_model(name)
+            self._publish(recipe=recipe_for(name, self._models, self._current))
 
     # --- one-shot jobs --------------------------------------------------------------------
 
@@ -196,7 +203,7 @@ class Controller:
         if on:
             document = self._canvas.active_document()
             if document is None:
-                self._publish(error="open an image to use live mode")
+                self._publish(error="Open an image to use live mode.")
                 return
             if self._job is not None:
                 self.cancel()
@@ -244,6 +251,7 @@ class Controller:
             settings.negative_prompt,
             settings.strength,
             settings.live_steps,
+            settings.guidance,
             settings.seed,
         )
         if self.live.observe(key):
@@ -278,7 +286,7 @@ class Controller:
         elif isinstance(update, r.Disconnected):
             self._publish(connection=Connection.OFFLINE, connection_text="Disconnected", error=update.reason)
         elif isinstance(update, r.ModelsListed):
-            self._publish(models=update.names, model=update.current.name)
+            self._models_known(update.models, update.current)
         elif isinstance(update, r.ModelChanged):
             self._model_changed(update)
         elif isinstance(update, r.Notice):
@@ -290,31 +298,34 @@ class Controller:
 
     def _connected(self, update: r.Connected) -> None:
         welcome = update.welcome
-        names = tuple(m.name for m in welcome.models)
         self._publish(
             connection=Connection.ONLINE,
             connection_text=f"Connected: bridge {welcome.server_version} on {welcome.device}",
-            models=names,
-            model=welcome.model.name,
             error="",
         )
+        self._models_known(welcome.models, welcome.model)
         wanted = self._settings().model
-        if wanted and wanted in names and wanted != welcome.model.name:
+        if wanted and wanted in self.state.models and wanted != welcome.model.name:
             self._runner.load_model(wanted)
+            self._publish(recipe=recipe_for(wanted, self._models, self._current))
+
+    def _models_known(self, models: Iterable[p.ModelInfo], current: p.ModelState) -> None:
+        self._models, self._current = tuple(models), current
+        self._publish(models=tuple(m.name for m in self._models), model=current.name, recipe=recipe_for("", self._models, current))
 
     def _model_changed(self, update: r.ModelChanged) -> None:
-        state = update.state
-        text = state.message or state.status.value
-        if state.progress is not None and state.status.value == "loading":
-            text = f"loading {state.name}: {state.progress:.0%}"
-        self._publish(model=state.name, status=f"Model: {text}")
+        state = self._current = update.state
+        text = state.message or state.status.value.capitalize()
+        if state.status is p.ModelStatus.LOADING:
+            text = describe_loading(state)
+        self._publish(model=state.name, recipe=recipe_for("", self._models, state), status=f"Model: {text}")
 
     def _job_update(self, update: r.Update) -> None:
         if isinstance(update, r.JobQueued):
             ahead = f" ({update.position} ahead)" if update.position else ""
             self._publish(status=f"Queued{ahead}")
         elif isinstance(update, r.JobProgress):
-            self._publish(progress=update.fraction, status=f"Generating… {update.fraction:.0%}")
+            self._publish(progress=update.fraction, status=f"Generating: step {update.step} of {update.steps}")
         elif isinstance(update, r.JobPreview):
             if not self._cancelling:
                 self._canvas.show_preview(self._job_target, update.rect, update.pixels)
@@ -322,7 +333,9 @@ class Controller:
             self._canvas.show_preview(self._job_target, update.rect, update.pixels)
             self._result = _Result(self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, on_canvas=True)
             self._end_job()
-            self._publish(result_ready=True, seed=update.seed, status="Done: Apply keeps it as a new layer", progress=1.0)
+            used = describe_used(update.steps, update.guidance, update.strength)
+            done = f"Done ({used})" if used else "Done"
+            self._publish(result_ready=True, seed=update.seed, status=f"{done}: Apply keeps it as a new layer", progress=1.0)
         elif isinstance(update, r.JobFailed):
             self._canvas.clear_preview(self._job_target)
             self._end_job()
@@ -368,6 +381,8 @@ class Controller:
         self._runner.close()
 
     def _publish(self, **changes: object) -> None:
+        if "error" in changes:  # the bridge's, the client's and the capture's messages, all as sentences
+            changes["error"] = sentence(str(changes["error"]))
         state = replace(self.state, **changes)  # type: ignore[arg-type]
         if state != self.state:
             self.state = state

@@ -7,20 +7,25 @@ from typing import Any, Callable
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita
 
+from bridge import protocol as p
 from bridge.client import DEFAULT_URL
+from bridge.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, auto_guidance, auto_steps, auto_strength
 
 from .canvas import KritaCanvas
 from .controller import Connection, Controller, ViewState
 from .live import TICK_S, LiveState
 from .qt import QPixmap, Qt, QtCore, QtGui, QTimer, QtWidgets, Relay, image_from_rgba
 from .runner import JobRunner
-from .settings import MAX_SEED, SOURCE_LABELS, STRENGTH_PRESETS, Settings, Source
+from .settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, SOURCE_LABELS, Settings, Source
 
 DOCKER_ID = "img2img_bridge"
 SETTINGS_GROUP = "img2img_bridge"
 
 #: Every docker created in this Krita session (one per window); the end-to-end tests drive them.
 DOCKERS: list[BridgeDocker] = []
+#: The spin boxes' lowest value stands for "auto" (Qt shows their special value text there).
+AUTO_STEPS = 0
+AUTO_GUIDANCE = -0.5
 
 
 def load_settings(app: Krita) -> Settings:
@@ -71,6 +76,7 @@ class BridgeDocker(DockWidget):
         self._app = Krita.instance()
         self._loading = True
         self._closed = False
+        self._recipe: p.Recipe | None = None
         self._build(load_settings(self._app))
         self.relay = Relay(self._on_updates)
         self.runner = JobRunner(self.relay.post, name=f"krita-{self._app.version()}")
@@ -99,19 +105,21 @@ class BridgeDocker(DockWidget):
 
     def settings(self) -> Settings:
         seed_text = self.seed_edit.text().strip()
+        steps, live_steps, guidance = self.steps_spin.value(), self.live_steps_spin.value(), self.guidance_spin.value()
         return Settings(
             url=self.url_edit.text().strip() or DEFAULT_URL,
             token=self.token_edit.text().strip(),
             prompt=self.prompt_edit.toPlainText().strip(),
             negative_prompt=self.negative_edit.text().strip(),
-            strength=self.strength_slider.value() / 100,
-            steps=self.steps_spin.value(),
+            strength=None if self._strength_auto else self.strength_slider.value() / 100,
+            steps=None if steps == AUTO_STEPS else steps,
+            guidance=None if guidance <= AUTO_GUIDANCE else guidance,
             fixed_seed=self.seed_fixed_check.isChecked(),
             seed=min(MAX_SEED, int(seed_text)) if seed_text.isdigit() else 0,
             model=self.model_combo.currentText(),
             source=Source(self.source_combo.currentData()),
             from_canvas=self.canvas_check.isChecked(),
-            live_steps=self.live_steps_spin.value(),
+            live_steps=None if live_steps == AUTO_STEPS else live_steps,
             live_on_canvas=self.live_canvas_check.isChecked(),
         )
 
@@ -162,22 +170,31 @@ class BridgeDocker(DockWidget):
 
         self.strength_slider = W.QSlider(Qt.Orientation.Horizontal)
         self.strength_slider.setRange(1, 100)
-        self.strength_slider.setValue(round(settings.strength * 100))
+        self._strength_auto = settings.strength is None
+        self.strength_slider.setValue(round((settings.strength or STRENGTH_PRESETS["medium"]) * 100))
         self.strength_label = W.QLabel()
         self.preset_buttons: dict[str, Any] = {}
         presets = W.QHBoxLayout()
-        for name in STRENGTH_PRESETS:
-            button = W.QPushButton(name.capitalize())
-            button.setToolTip(f"Strength {STRENGTH_PRESETS[name]:.2f}")
+        for name, label in PRESET_LABELS.items():
+            button = W.QPushButton(label)
+            value = STRENGTH_PRESETS.get(name)
+            button.setToolTip("The model's own strength" if value is None else f"Strength {value:.2f}")
             self.preset_buttons[name] = button
             presets.addWidget(button)
         form.addRow("Strength", _row(self.strength_slider, self.strength_label, stretch_first=True))
         form.addRow("", presets)
 
         self.steps_spin = W.QSpinBox()
-        self.steps_spin.setRange(1, 100)
-        self.steps_spin.setValue(settings.steps)
-        form.addRow("Steps", self.steps_spin)
+        self.steps_spin.setRange(AUTO_STEPS, MAX_STEPS)
+        self.steps_spin.setValue(AUTO_STEPS if settings.steps is None else settings.steps)
+        self.steps_spin.setToolTip("Denoising steps of the full schedule; img2img runs about steps × strength of them")
+        self.guidance_spin = W.QDoubleSpinBox()
+        self.guidance_spin.setRange(AUTO_GUIDANCE, MAX_GUIDANCE)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setDecimals(1)
+        self.guidance_spin.setValue(AUTO_GUIDANCE if settings.guidance is None else settings.guidance)
+        self.guidance_spin.setToolTip("Classifier-free guidance; 1 or less turns it off (turbo and LCM models want it off)")
+        form.addRow("Steps", _row(self.steps_spin, W.QLabel("Guidance"), self.guidance_spin))
 
         self.seed_fixed_check = W.QCheckBox("Fixed")
         self.seed_fixed_check.setChecked(settings.fixed_seed)
@@ -204,9 +221,10 @@ class BridgeDocker(DockWidget):
         self.live_canvas_check.setToolTip("Also show live results in the [Preview] layer (not with 'Visible canvas')")
         self.live_canvas_check.setChecked(settings.live_on_canvas)
         self.live_steps_spin = W.QSpinBox()
-        self.live_steps_spin.setRange(1, 100)
-        self.live_steps_spin.setValue(settings.live_steps)
+        self.live_steps_spin.setRange(AUTO_STEPS, MAX_STEPS)
+        self.live_steps_spin.setValue(AUTO_STEPS if settings.live_steps is None else settings.live_steps)
         self.live_steps_spin.setPrefix("steps ")
+        self.live_steps_spin.setToolTip("Steps of live jobs; auto: the model's live recipe")
         layout.addLayout(_row(self.live_check, self.live_canvas_check, self.live_steps_spin))
         self.live_view = ImageView()
         layout.addWidget(self.live_view, 1)
@@ -223,7 +241,7 @@ class BridgeDocker(DockWidget):
         self.error_label.setStyleSheet("color: #e05050")
         layout.addWidget(self.status_label)
         layout.addWidget(self.error_label)
-        self._show_strength()
+        self._show_recipe(None)
         self.setWidget(root)
 
     def _guarded(self, action: Callable[..., None], *, with_args: bool = False) -> Callable[..., None]:
@@ -234,7 +252,7 @@ class BridgeDocker(DockWidget):
                 action(*args) if with_args else action()
             except Exception as exc:
                 traceback.print_exc()
-                self.error_label.setText(f"internal error in the plug-in: {exc.__class__.__name__}: {exc}")
+                self.error_label.setText(f"Internal error in the plug-in: {exc.__class__.__name__}: {exc}")
 
         return slot
 
@@ -249,7 +267,7 @@ class BridgeDocker(DockWidget):
         self.live_check.toggled.connect(guard(c.set_live, with_args=True))
         self.model_combo.activated.connect(guard(self._select_model, with_args=True))
         self.reuse_seed_button.clicked.connect(guard(self._reuse_seed))
-        self.strength_slider.valueChanged.connect(self._show_strength)
+        self.strength_slider.valueChanged.connect(self._strength_moved)
         for name, button in self.preset_buttons.items():
             button.clicked.connect(lambda _=False, name=name: self._use_preset(name))
         for signal in (
@@ -259,8 +277,8 @@ class BridgeDocker(DockWidget):
             self.negative_edit.textChanged,
             self.source_combo.currentIndexChanged,
             self.canvas_check.toggled,
-            self.strength_slider.valueChanged,
             self.steps_spin.valueChanged,
+            self.guidance_spin.valueChanged,
             self.seed_fixed_check.toggled,
             self.seed_edit.textChanged,
             self.live_steps_spin.valueChanged,
@@ -277,10 +295,34 @@ class BridgeDocker(DockWidget):
         self.controller.select_model(self.model_combo.itemText(index))
 
     def _use_preset(self, name: str) -> None:
-        self.strength_slider.setValue(round(STRENGTH_PRESETS[name] * 100))
+        self._strength_auto = name == MODEL_DEFAULT
+        if not self._strength_auto:
+            self.strength_slider.blockSignals(True)
+            self.strength_slider.setValue(round(STRENGTH_PRESETS[name] * 100))
+            self.strength_slider.blockSignals(False)
+        self._show_recipe(self._recipe)
+        self._save()
 
-    def _show_strength(self) -> None:
-        self.strength_label.setText(f"{self.strength_slider.value() / 100:.2f}")
+    def _strength_moved(self) -> None:
+        """The artist moved the slider: that strength is sent from now on."""
+        self._strength_auto = False
+        self._show_recipe(self._recipe)
+        self._save()
+
+    def _show_recipe(self, recipe: p.Recipe | None) -> None:
+        """What "auto" means for the selected model, in the spin boxes' special texts and the strength row."""
+        self._recipe = recipe
+        self.steps_spin.setSpecialValueText(auto_steps(recipe))
+        self.live_steps_spin.setSpecialValueText(f"steps {auto_steps(recipe, live=True)}")
+        self.guidance_spin.setSpecialValueText(auto_guidance(recipe))
+        if not self._strength_auto:
+            self.strength_label.setText(f"{self.strength_slider.value() / 100:.2f}")
+            return
+        self.strength_label.setText(auto_strength(recipe))
+        if recipe is not None:  # the slider shows the model's strength without it becoming the artist's choice
+            self.strength_slider.blockSignals(True)
+            self.strength_slider.setValue(round(recipe.strength * 100))
+            self.strength_slider.blockSignals(False)
 
     def _reuse_seed(self) -> None:
         seed = self.controller.state.seed
@@ -298,6 +340,8 @@ class BridgeDocker(DockWidget):
         self.connection_label.setText(state.connection_text)
         self.reconnect_button.setEnabled(state.connection is not Connection.CONNECTING)
         self._show_models(state)
+        if state.recipe != self._recipe:
+            self._show_recipe(state.recipe)
         live = state.live is not LiveState.OFF
         self.generate_button.setEnabled(not state.running and not live)
         self.cancel_button.setEnabled(state.running)

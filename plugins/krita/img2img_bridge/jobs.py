@@ -28,7 +28,10 @@ class JobSpec:
 
 
 def build_request(spec: JobSpec, rgba: bytes) -> p.Generate:
-    """The ``generate`` message for ``spec``; ``rgba`` is the capture converted to RGBA 8-bit."""
+    """The ``generate`` message for ``spec``; ``rgba`` is the capture converted to RGBA 8-bit.
+
+    What the settings leave at auto stays unset: the bridge uses the model's recipe, its live recipe for live jobs.
+    """
     capture, settings = spec.capture, spec.settings
     rect = capture.rect
     mask = None if capture.mask is None else p.Mask(rect.width, rect.height, capture.mask)
@@ -40,6 +43,7 @@ def build_request(spec: JobSpec, rgba: bytes) -> p.Generate:
         mask=mask,
         strength=settings.strength,
         steps=settings.live_steps if spec.live else settings.steps,
+        guidance=settings.guidance,
         seed=settings.request_seed,
         # live results come fast and show in the docker; step previews would only slow them down
         preview=p.PreviewSettings(every=0 if spec.live else 1, max_size=PREVIEW_SIZE),

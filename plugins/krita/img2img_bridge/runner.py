@@ -54,8 +54,15 @@ class JobQueued:
 
 @dataclass(frozen=True)
 class JobProgress:
+    """Denoising step ``step`` of the ``steps`` this job really runs (about the schedule × strength)."""
+
     job_id: str
-    fraction: float
+    step: int
+    steps: int
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.steps if self.steps else 1.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,8 @@ class JobResult:
     """The final pixels for ``rect`` (document coordinates) in the job's format.
 
     ``view`` is the whole captured region in RGBA 8-bit with the result pasted in,
-    ``view_size`` its width and height: what the docker shows.
+    ``view_size`` its width and height: what the docker shows. ``steps``, ``guidance`` and
+    ``strength`` are what it ran with, as the bridge reports them (None from older bridges).
     """
 
     job_id: str
@@ -81,6 +89,9 @@ class JobResult:
     seed: int
     view: bytes
     view_size: tuple[int, int]
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,7 @@ class JobCancelled:
 
 @dataclass(frozen=True)
 class ModelsListed:
-    names: tuple[str, ...]
+    models: tuple[p.ModelInfo, ...]
     current: p.ModelState
 
 
@@ -265,7 +276,7 @@ class JobRunner:
             self._deliver(Disconnected(event.reason))
             return
         if isinstance(event, p.Models):
-            self._deliver(ModelsListed(tuple(m.name for m in event.models), event.current))
+            self._deliver(ModelsListed(tuple(event.models), event.current))
             return
         if isinstance(event, p.ModelStatusEvent):
             self._deliver(ModelChanged(event.model))
@@ -292,7 +303,7 @@ class JobRunner:
         if isinstance(event, p.Queued):
             return JobQueued(job_id, event.position)
         if isinstance(event, p.Progress):
-            return JobProgress(job_id, event.fraction)
+            return JobProgress(job_id, event.step, event.steps)
         if isinstance(event, p.Preview):
             return self._preview(job, event)
         if isinstance(event, p.Result):
@@ -332,4 +343,7 @@ class JobRunner:
             event.seed,
             view,
             (capture.rect.width, capture.rect.height),
+            event.steps,
+            event.guidance,
+            event.strength,
         )

@@ -7,6 +7,7 @@ from enum import Enum
 from typing import Mapping
 
 from bridge.client import DEFAULT_URL
+from bridge.presets import AUTO, preset_strength
 
 
 class Source(Enum):
@@ -23,26 +24,31 @@ SOURCE_LABELS = {
     Source.BACKGROUND: "Replace background",
 }
 
-#: Strength presets: how far the result may stray from the source.
-STRENGTH_PRESETS = {"low": 0.3, "medium": 0.55, "high": 0.8}
-
 MAX_SEED = 2**32 - 1
+MAX_STEPS = 100
+MAX_GUIDANCE = 30.0
+#: Settings written before recipes (no ``format`` key) stored every number even when the artist never chose it.
+FORMAT = "2"
+_RECIPE_FIELDS: dict[str, type] = {"strength": float, "steps": int, "guidance": float, "live_steps": int}
 
 
 @dataclass(frozen=True)
 class Settings:
+    """None for strength, steps, guidance or live steps: "auto", the model's recipe (its live recipe in live mode)."""
+
     url: str = DEFAULT_URL
     token: str = ""
     prompt: str = ""
     negative_prompt: str = ""
-    strength: float = STRENGTH_PRESETS["medium"]
-    steps: int = 20
+    strength: float | None = None  # also live mode's when set
+    steps: int | None = None
+    guidance: float | None = None
     fixed_seed: bool = False
     seed: int = 0
     model: str = ""
     source: Source = Source.LAYER
     from_canvas: bool = False  # read the visible canvas (all layers) instead of the active layer
-    live_steps: int = 8
+    live_steps: int | None = None
     live_on_canvas: bool = False  # live results also go to the [Preview] layer, not only the docker
 
     @property
@@ -51,13 +57,16 @@ class Settings:
         return self.seed if self.fixed_seed else None
 
     def with_preset(self, name: str) -> Settings:
-        return replace(self, strength=STRENGTH_PRESETS[name])
+        """A preset of ``bridge.presets`` (``MODEL_DEFAULT``: auto)."""
+        return replace(self, strength=preset_strength(name))
 
     def to_strings(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+        out: dict[str, str] = {"format": FORMAT}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Enum):
+            if value is None:
+                out[f.name] = AUTO
+            elif isinstance(value, Enum):
                 out[f.name] = str(value.value)
             elif isinstance(value, bool):
                 out[f.name] = "true" if value else "false"
@@ -67,22 +76,27 @@ class Settings:
 
     @classmethod
     def from_strings(cls, stored: Mapping[str, str]) -> Settings:
-        """Read what ``to_strings`` wrote; a missing or unreadable value keeps its default."""
+        """Read what ``to_strings`` wrote; a missing or unreadable value keeps its default.
+
+        Numbers that older versions stored without the artist choosing them go back to auto.
+        """
         default = cls()
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = stored.get(f.name)
-            if raw is None or raw == "":
+            if raw is None or raw == "" or (f.name in _RECIPE_FIELDS and stored.get("format") != FORMAT):
                 continue
-            current = getattr(default, f.name)
             try:
-                values[f.name] = _parse(raw, current)
+                values[f.name] = _parse(raw, f.name)
             except ValueError:
                 continue
         return _clamped(replace(default, **values))  # type: ignore[arg-type]
 
 
-def _parse(raw: str, like: object) -> object:
+def _parse(raw: str, name: str) -> object:
+    if name in _RECIPE_FIELDS:
+        return None if raw == AUTO else _RECIPE_FIELDS[name](raw)
+    like = getattr(Settings(), name)
     if isinstance(like, Enum):
         return type(like)(raw)
     if isinstance(like, bool):
@@ -97,10 +111,15 @@ def _parse(raw: str, like: object) -> object:
 
 
 def _clamped(settings: Settings) -> Settings:
+    def clamp(value: float | None, low: float, high: float) -> float | None:
+        return None if value is None else min(high, max(low, value))
+
+    steps, live_steps = clamp(settings.steps, 1, MAX_STEPS), clamp(settings.live_steps, 1, MAX_STEPS)
     return replace(
         settings,
-        strength=min(1.0, max(0.01, settings.strength)),
-        steps=min(100, max(1, settings.steps)),
-        live_steps=min(100, max(1, settings.live_steps)),
+        strength=clamp(settings.strength, 0.01, 1.0),
+        steps=None if steps is None else int(steps),
+        guidance=clamp(settings.guidance, 0.0, MAX_GUIDANCE),
+        live_steps=None if live_steps is None else int(live_steps),
         seed=min(MAX_SEED, max(0, settings.seed)),
     )

@@ -321,7 +321,46 @@ def scenario_u16(run: Run) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = [scenario_whole_layer, scenario_selection, scenario_background, scenario_live, scenario_u16]
+def scenario_model_defaults(run: Run) -> dict[str, Any]:
+    """Steps, guidance and strength set back to auto in the docker: nothing model-specific is sent. Runs last,
+    so that Krita stores these settings on exit."""
+    doc = run.document("u8.png")
+    d = run.docker
+    run.configure(source="layer", prompt="e2e defaults")
+    d.preset_buttons["model"].click()
+    d.steps_spin.setValue(d.steps_spin.minimum())
+    d.guidance_spin.setValue(d.guidance_spin.minimum())
+    d.live_steps_spin.setValue(d.live_steps_spin.minimum())
+    recipe = run.state.recipe
+    out: dict[str, Any] = {
+        "recipe": None if recipe is None else recipe.to_wire(),
+        "shown": [d.steps_spin.text(), d.guidance_spin.text(), d.strength_label.text(), d.live_steps_spin.text()],
+    }
+    submitted: list[Any] = []
+    submit = d.runner.submit
+
+    def record_submit(spec: Any) -> None:
+        submitted.append(spec)
+        submit(spec)
+
+    d.runner.submit = record_submit
+    try:
+        out["job"] = run.generate()
+    finally:
+        del d.runner.submit
+    (spec,) = submitted
+    request = sys.modules["img2img_bridge.jobs"].build_request(spec, b"")
+    out["sent"] = [request.steps, request.guidance, request.strength]
+    result = next(u for u in run.updates if type(u).__name__ == "JobResult" and u.job_id == spec.job_id)
+    out["used"] = [result.steps, result.guidance, result.strength]
+    out["status"] = run.state.status
+    d.discard_button.click()
+    pump(100)
+    out["layers"] = names(doc)
+    return out
+
+
+SCENARIOS = [scenario_whole_layer, scenario_selection, scenario_background, scenario_live, scenario_u16, scenario_model_defaults]
 
 
 def run_all() -> None:

@@ -12,7 +12,7 @@ from bridge.regions import Rect
 
 from .fakes import FakeBridge, FakeCanvas, model_state, welcome
 
-SETTINGS = JobSettings(prompt="a fox", negative_prompt="", strength=0.5, steps=4, seed=9, model="", url="ws://x/ws")
+SETTINGS = JobSettings(prompt="a fox", negative_prompt="", strength=0.5, steps=4, guidance=None, seed=9, model="", url="ws://x/ws")
 ORIGIN = Rect(10, 20, 8, 6)  # the sent area, in image coordinates
 BOX = Rect(2, 1, 4, 4)  # where previews and the result land inside it
 
@@ -173,6 +173,14 @@ def test_a_bridge_that_is_loading_is_waited_for() -> None:
     assert job.state is JobState.LOADING_MODEL and bridge.sent == []
     job.handle(p.ModelStatusEvent(model_state("tiny")))
     assert job.state is JobState.SUBMITTED
+
+
+def test_a_download_shows_its_bytes() -> None:
+    job, canvas, _, _ = make_job()
+    job.start(welcome(), model="other")
+    state = p.ModelState("other", p.ModelStatus.LOADING, downloaded=1_200_000_000, download_size=2_400_000_000)
+    job.handle(p.ModelStatusEvent(state))
+    assert canvas.progress[-1] == (0.5, "Img2Img: Downloading other: 1.2 GB of 2.4 GB\u2026")
 
 
 def test_too_large_an_area_is_refused_before_sending() -> None:

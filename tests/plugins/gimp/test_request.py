@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from img2img_gimp.request import build_request, preview_every, result_layer_name
 from img2img_gimp.settings import JobSettings
 from img2img_gimp.source import Source
@@ -7,7 +9,10 @@ from img2img_gimp.source import Source
 from bridge import protocol as p
 from bridge.regions import Rect
 
-SETTINGS = JobSettings(prompt="a fox", negative_prompt="blur", strength=0.3, steps=20, seed=42, model="", url="ws://127.0.0.1:1/ws")
+RECIPE = p.Recipe(steps=60, guidance=7.5, strength=0.5, live_steps=4, live_strength=0.4, resolution=512)
+SETTINGS = JobSettings(
+    prompt="a fox", negative_prompt="blur", strength=0.3, steps=20, guidance=5.0, seed=42, model="", url="ws://127.0.0.1:1/ws"
+)
 
 
 def test_request_carries_the_pixels_and_settings_and_passes_validation() -> None:
@@ -15,11 +20,12 @@ def test_request_carries_the_pixels_and_settings_and_passes_validation() -> None
     request = build_request(SETTINGS, source, "job-1")
     assert (request.image.width, request.image.height, request.image.data) == (3, 2, source.rgba)
     assert request.mask is not None and request.mask.data == source.mask
-    assert (request.prompt, request.negative_prompt, request.strength, request.steps, request.seed) == (
+    assert (request.prompt, request.negative_prompt, request.strength, request.steps, request.guidance, request.seed) == (
         "a fox",
         "blur",
         0.3,
         20,
+        5.0,
         42,
     )
     assert request.count == 1
@@ -32,10 +38,21 @@ def test_request_without_mask() -> None:
     assert request.mask is None
 
 
-def test_about_ten_previews_a_job() -> None:
-    assert preview_every(4) == 1
-    assert preview_every(20) == 2
-    assert preview_every(100) == 10
+def test_auto_settings_are_left_unset_for_the_models_recipe() -> None:
+    auto = replace(SETTINGS, steps=None, guidance=None, strength=None)
+    request = build_request(auto, Source(Rect(0, 0, 1, 1), bytes(4), None), "job-3", RECIPE)
+    assert (request.steps, request.guidance, request.strength) == (None, None, None)
+    request.validate(p.Limits())
+    assert p.decode_client_message(p.encode(request)) == request
+
+
+def test_about_ten_previews_of_the_steps_that_run() -> None:
+    assert preview_every(replace(SETTINGS, steps=20, strength=0.2), None) == 1
+    assert preview_every(replace(SETTINGS, steps=50, strength=0.4), None) == 2
+    assert preview_every(replace(SETTINGS, steps=100, strength=1.0), None) == 10
+    auto = replace(SETTINGS, steps=None, strength=None)
+    assert preview_every(auto, RECIPE) == 3  # the recipe's 60 steps × 0.5
+    assert preview_every(auto, None) == 1  # unknown: every step
 
 
 def test_layer_name_holds_prompt_and_seed() -> None:

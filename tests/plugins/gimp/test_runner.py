@@ -12,7 +12,7 @@ from img2img_gimp.runner import run_job
 from img2img_gimp.settings import JobSettings
 from img2img_gimp.source import Source
 
-from bridge.client import START_HINT
+from bridge.client import START_HINT, BridgeClient
 from bridge.regions import Rect
 
 from .fakes import FakeCanvas, QueueLoop
@@ -22,7 +22,7 @@ RGBA = bytes([90, 140, 200, 255]) * (AREA.width * AREA.height)
 
 
 def settings(url: str, **changes: object) -> JobSettings:
-    values: dict[str, object] = dict(prompt="a fox", negative_prompt="", strength=1.0, steps=4, seed=11, model="", url=url)
+    values: dict[str, object] = dict(prompt="a fox", negative_prompt="", strength=1.0, steps=4, guidance=None, seed=11, model="", url=url)
     values.update(changes)
     return JobSettings(**values)  # type: ignore[arg-type]
 
@@ -89,3 +89,21 @@ def test_an_unknown_model_fails_the_job_with_a_message(bridge_url: str) -> None:
     assert job.state is JobState.FAILED
     assert job.error and "no-such-model" in job.error
     assert canvas.results == []
+
+
+def test_a_job_left_at_auto_sends_no_model_settings_and_gets_the_models_recipe(bridge_url: str) -> None:
+    client = BridgeClient(bridge_url, name="test-recipe")
+    recipe = client.connect().model.recipe
+    client.close()
+    assert recipe is not None
+    job = run_job(settings(bridge_url, steps=None, guidance=None, strength=None), Source(AREA, RGBA, None), FakeCanvas(), QueueLoop())
+    assert job.state is JobState.FINISHED, job.error
+    assert (job.request.steps, job.request.guidance, job.request.strength) == (None, None, None)
+    assert job.used == recipe.settings(live=False)
+
+
+def test_a_value_the_artist_set_is_sent_and_runs(bridge_url: str) -> None:
+    job = run_job(settings(bridge_url, steps=3, guidance=2.5, strength=0.9), Source(AREA, RGBA, None), FakeCanvas(), QueueLoop())
+    assert job.state is JobState.FINISHED, job.error
+    assert (job.request.steps, job.request.guidance, job.request.strength) == (3, 2.5, 0.9)
+    assert job.used == (3, 2.5, 0.9)

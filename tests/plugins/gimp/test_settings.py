@@ -7,9 +7,11 @@ import pytest
 from img2img_gimp.errors import PluginError
 from img2img_gimp.settings import (
     ARGUMENTS,
+    AUTO_GUIDANCE,
+    AUTO_STEPS,
+    AUTO_STRENGTH,
     EXACT,
     MAX_SEED,
-    STRENGTH_PRESETS,
     ChoiceArg,
     JobSettings,
     linked_strength,
@@ -17,7 +19,9 @@ from img2img_gimp.settings import (
     resolve_strength,
 )
 
+from bridge import presets
 from bridge.client import DEFAULT_URL
+from bridge.presets import MODEL_DEFAULT, STRENGTH_PRESETS
 
 
 def defaults(**changes: Any) -> dict[str, Any]:
@@ -36,13 +40,31 @@ def test_argument_names_are_unique_and_gimp_style() -> None:
     assert all(name == name.lower() and "_" not in name and " " not in name for name in names)
 
 
-def test_defaults_give_a_random_seed_medium_strength_and_the_default_url() -> None:
+def test_defaults_give_a_random_seed_the_models_recipe_and_the_default_url() -> None:
     result = settings()
     assert result.seed is None
-    assert result.strength == 0.5
-    assert result.steps == 20
+    assert (result.strength, result.steps, result.guidance) == (None, None, None)
     assert result.url == DEFAULT_URL
     assert result.model == ""
+
+
+def test_scripts_say_auto_with_zero_steps_negative_guidance_and_zero_strength() -> None:
+    assert AUTO_STEPS == 0 and AUTO_GUIDANCE < 0 and AUTO_STRENGTH == 0
+    result = settings(steps=0, guidance=-3.0, strength=0.0, strength_preset=EXACT)
+    assert (result.strength, result.steps, result.guidance) == (None, None, None)
+    assert settings(strength_preset=MODEL_DEFAULT, strength=0.9).strength is None
+
+
+def test_values_a_script_or_the_artist_set_are_kept() -> None:
+    result = settings(steps=12, guidance=0.0, strength=0.42)
+    assert (result.strength, result.steps, result.guidance) == (0.42, 12, 0.0)  # guidance 0: off, not auto
+
+
+def test_steps_and_guidance_out_of_range_are_refused() -> None:
+    with pytest.raises(PluginError, match="Steps is -1"):
+        settings(steps=-1)
+    with pytest.raises(PluginError, match="Guidance is 31"):
+        settings(guidance=31.0)
 
 
 def test_every_choice_default_is_one_of_its_choices() -> None:
@@ -60,16 +82,20 @@ def test_the_exact_preset_uses_the_strength_value() -> None:
     assert settings(strength_preset=EXACT, strength=0.42).strength == 0.42
 
 
-def test_presets_are_ordered_low_to_high() -> None:
-    assert STRENGTH_PRESETS["low"] < STRENGTH_PRESETS["medium"] < STRENGTH_PRESETS["high"]
+def test_the_presets_are_the_shared_ones_and_offered_with_the_model_default() -> None:
+    assert STRENGTH_PRESETS is presets.STRENGTH_PRESETS
+    (preset,) = (arg for arg in ARGUMENTS if arg.name == "strength-preset")
+    assert isinstance(preset, ChoiceArg)
+    assert [value for value, _ in preset.choices] == [EXACT, MODEL_DEFAULT, "low", "medium", "high"]
+    assert dict(preset.choices)["medium"] == "Medium (0.55)"
 
 
 def test_unknown_preset_is_refused_with_the_choices() -> None:
-    with pytest.raises(PluginError, match="exact, low, medium, high"):
+    with pytest.raises(PluginError, match="exact, model, low, medium, high"):
         resolve_strength("extreme", 0.5)
 
 
-@pytest.mark.parametrize("strength", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize("strength", [-0.1, 1.5])  # 0 is auto
 def test_out_of_range_strength_is_refused(strength: float) -> None:
     with pytest.raises(PluginError, match="Strength"):
         resolve_strength(EXACT, strength)
@@ -77,7 +103,8 @@ def test_out_of_range_strength_is_refused(strength: float) -> None:
 
 def test_preset_for_finds_the_matching_preset_or_exact() -> None:
     assert preset_for(0.3) == "low"
-    assert preset_for(0.75) == "high"
+    assert preset_for(0.8) == "high"
+    assert preset_for(0.0) == MODEL_DEFAULT
     assert preset_for(0.42) == EXACT
 
 
@@ -114,6 +141,11 @@ def test_a_non_number_is_refused() -> None:
 
 def test_picking_a_preset_moves_the_strength() -> None:
     assert linked_strength("strength-preset", "high", 0.42) == ("high", STRENGTH_PRESETS["high"])
+
+
+def test_picking_the_model_default_sets_strength_to_auto() -> None:
+    assert linked_strength("strength-preset", MODEL_DEFAULT, 0.42) == (MODEL_DEFAULT, AUTO_STRENGTH)
+    assert linked_strength("strength", "high", AUTO_STRENGTH) == (MODEL_DEFAULT, AUTO_STRENGTH)
 
 
 def test_picking_exact_keeps_the_strength() -> None:

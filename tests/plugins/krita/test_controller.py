@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -157,8 +157,8 @@ def test_generate_streams_previews_and_waits_for_apply() -> None:
     assert h.state.running
     (spec,) = h.runner.specs
     assert spec.settings.prompt == "a fox" and not spec.live
-    h.controller.handle([r.JobProgress(spec.job_id, 0.5)])
-    assert h.state.progress == 0.5
+    h.controller.handle([r.JobProgress(spec.job_id, 1, 2)])
+    assert h.state.progress == 0.5 and h.state.status == "Generating: step 1 of 2"  # the steps that really run
     target = Place("doc", "Background")
     h.controller.handle([r.JobPreview(spec.job_id, RECT, b"1" * 16), r.JobPreview(spec.job_id, RECT, b"2" * 16)])
     assert h.canvas.calls == [("preview", target, RECT, b"2" * 16)]  # only the newest of a batch is drawn
@@ -225,7 +225,7 @@ def test_failures_show_the_bridges_message() -> None:
     h.online()
     h.controller.generate()
     h.controller.handle([r.JobFailed(h.runner.specs[0].job_id, "steps is 1000; it must be in [1, 100]")])
-    assert "steps is 1000" in h.state.error and not h.state.running
+    assert h.state.error == "Steps is 1000; it must be in [1, 100]." and not h.state.running  # as a sentence
 
 
 def test_capture_errors_are_shown_and_nothing_is_sent() -> None:
@@ -234,7 +234,7 @@ def test_capture_errors_are_shown_and_nothing_is_sent() -> None:
     h.canvas.error = "nothing is selected: select the part to regenerate first"
     h.controller.generate()
     assert h.runner.specs == []
-    assert h.state.error.startswith("nothing is selected")
+    assert h.state.error.startswith("Nothing is selected")
 
 
 def test_generate_connects_first_when_offline() -> None:
@@ -348,7 +348,7 @@ def test_live_needs_an_open_image() -> None:
     h = Harness()
     h.canvas.document = None
     h.controller.set_live(True)
-    assert h.state.live is LiveState.OFF and "open an image" in h.state.error
+    assert h.state.live is LiveState.OFF and h.state.error == "Open an image to use live mode."
 
 
 def test_live_capture_errors_are_shown_once_and_cleared() -> None:
@@ -356,7 +356,7 @@ def test_live_capture_errors_are_shown_once_and_cleared() -> None:
     h.canvas.error = "nothing is selected"
     h.controller.tick()
     h.controller.tick()
-    assert [v.error for v in h.views].count("nothing is selected") == 1
+    assert [v.error for v in h.views].count("Nothing is selected.") == 1
     h.canvas.error = ""
     h.controller.tick()
     assert h.state.error == "" and len(h.runner.specs) == 1
@@ -377,3 +377,60 @@ def test_close_stops_everything(running: bool) -> None:
     assert h.state.live is LiveState.OFF
     assert ("close",) in h.runner.calls
     assert [c[0] for c in h.runner.calls].count("cancel") == (1 if running else 0)
+
+
+TURBO = p.Recipe(steps=2, guidance=0.0, strength=0.5, live_steps=1, live_strength=0.5, resolution=512, kind="sd-turbo")
+SD15 = p.Recipe(steps=30, guidance=7.5, strength=0.6, live_steps=4, live_strength=0.5, resolution=512, kind="sd15")
+
+
+def recipes_online(h: Harness) -> None:
+    welcome = p.Welcome(
+        1,
+        "0.1.0",
+        "cpu",
+        p.ModelState("turbo", p.ModelStatus.READY, recipe=TURBO),
+        p.Limits(),
+        (p.ModelInfo("turbo", "hub"), p.ModelInfo("sd15", "folder", recipe=SD15), p.ModelInfo("new", "file")),
+        (),
+    )
+    h.controller.handle([r.Connected(welcome)])
+
+
+def test_the_loaded_models_recipe_is_shown_and_follows_a_model_switch() -> None:
+    h = Harness()
+    recipes_online(h)
+    assert h.state.recipe == TURBO
+    h.controller.select_model("sd15")
+    assert ("load_model", "sd15") in h.runner.calls and h.state.recipe == SD15  # from the model list, before it loads
+    h.controller.handle([r.ModelChanged(p.ModelState("new", p.ModelStatus.LOADING, progress=0.4))])
+    assert h.state.recipe is None and h.state.status == "Model: Loading new: 40%"  # unknown until loaded
+    h.controller.handle([r.ModelChanged(p.ModelState("new", p.ModelStatus.LOADING, downloaded=20_000_000, download_size=80_000_000))])
+    assert h.state.status == "Model: Downloading new: 20 MB of 80 MB"
+    loaded = replace(TURBO, steps=8, kind="sdxl-lightning")
+    h.controller.handle([r.ModelChanged(p.ModelState("new", p.ModelStatus.READY, recipe=loaded))])
+    assert h.state.recipe == loaded and h.state.model == "new"
+    h.controller.handle([r.ModelsListed((p.ModelInfo("sd15", "folder", recipe=SD15),), p.ModelState("sd15", p.ModelStatus.LOADING))])
+    assert h.state.recipe == SD15 and h.state.models == ("sd15",)
+
+
+def test_a_result_says_what_it_ran_with() -> None:
+    h = Harness()
+    recipes_online(h)
+    h.controller.generate()
+    (spec,) = h.runner.specs
+    assert (spec.settings.steps, spec.settings.guidance, spec.settings.strength) == (None, None, None)
+    h.controller.handle([replace(h.result(spec.job_id), steps=2, guidance=0.0, strength=0.5)])
+    assert h.state.status == "Done (2 steps, guidance off, strength 0.50): Apply keeps it as a new layer"
+
+
+def test_live_jobs_leave_steps_to_the_live_recipe_and_a_guidance_change_renders_again() -> None:
+    h = live_harness()
+    h.controller.tick()
+    (first,) = h.runner.specs
+    assert first.live and (first.settings.live_steps, first.settings.strength, first.settings.guidance) == (None, None, None)
+    h.controller.handle([h.result(first.job_id)])
+    h.settings = replace(h.settings, guidance=3.0)
+    h.controller.tick()
+    h.clock.now += 0.3
+    h.controller.tick()
+    assert [s.settings.guidance for s in h.runner.specs] == [None, 3.0]

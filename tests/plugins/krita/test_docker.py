@@ -76,6 +76,37 @@ def wait(predicate, ms=15000):
 
 out["offline_error"] = wait(lambda: "img2img-bridge serve" in docker.error_label.text())
 out["reconnect_enabled"] = docker.reconnect_button.isEnabled()
+
+from bridge import protocol as p
+def shown():
+    s = docker.settings()
+    texts = [docker.steps_spin.text(), docker.guidance_spin.text(), docker.strength_label.text(), docker.live_steps_spin.text()]
+    return {"sent": [s.steps, s.guidance, s.strength, s.live_steps], "texts": texts, "slider": docker.strength_slider.value()}
+def stored():
+    return [Krita.app.settings.get(("img2img_bridge", name)) for name in ("steps", "guidance", "strength", "live_steps")]
+out["unknown"] = shown()
+turbo = p.Recipe(steps=2, guidance=0.0, strength=0.5, live_steps=1, live_strength=0.5, resolution=512)
+sd15 = p.Recipe(steps=30, guidance=7.5, strength=0.6, live_steps=4, live_strength=0.5, resolution=512)
+docker.controller._publish(recipe=turbo)
+out["turbo"] = shown()
+docker.controller._publish(recipe=sd15)
+out["sd15"] = shown()
+docker.prompt_edit.setPlainText("saves")
+out["stored_auto"] = stored()
+docker.steps_spin.setValue(12)
+docker.guidance_spin.setValue(3.5)
+docker.live_steps_spin.setValue(3)
+docker.strength_slider.setValue(42)
+out["changed"] = shown()
+out["stored_changed"] = stored()
+docker.controller._publish(recipe=turbo)
+out["changed_then_turbo"] = shown()
+docker.preset_buttons["model"].click()
+docker.steps_spin.setValue(0)
+docker.guidance_spin.setValue(-0.5)
+docker.live_steps_spin.setValue(0)
+out["back_to_auto"] = shown()
+out["stored_back"] = stored()
 docker.preset_buttons["high"].click()
 docker.prompt_edit.setPlainText("a fox")
 docker.seed_edit.setText("4000000000")
@@ -95,6 +126,10 @@ docker.reuse_seed_button.click()
 out["reused"] = docker.seed_edit.text()
 docker.shutdown()
 out["worker_stopped"] = not docker.runner.alive
+again = dk.BridgeDocker()  # the next session, from the stored settings
+docker = again
+out["next_session"] = shown()
+again.shutdown()
 print(json.dumps(out))
 """
 
@@ -107,7 +142,23 @@ def test_docker_builds_and_binds_its_widgets(binding: str, vendor: Path) -> None
     assert out["offline_error"] is True and out["reconnect_enabled"] is True
     assert out["settings"] == [0.8, "a fox", 4_000_000_000, "layer"]
     assert out["saved_prompt"] == "a fox"
-    assert out["live_refused"] == [False, "open an image to use live mode"]
+    assert out["live_refused"] == [False, "Open an image to use live mode."]
     assert out["view_has_pixmap"] is True and out["apply_enabled"] is True
     assert out["seed_label"] == "Seed used: 5" and out["reused"] == "5"
     assert out["worker_stopped"] is True
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+def test_the_docker_shows_the_models_defaults_and_sends_only_what_the_artist_changed(binding: str, vendor: Path) -> None:
+    out = run_with(binding, (FAKE_KRITA + SCENARIO) % {"port": free_port(), "binding": binding}, vendor)
+    auto = [None, None, None, None]
+    assert out["unknown"]["sent"] == auto and out["unknown"]["texts"] == ["auto", "auto", "auto", "steps auto"]
+    assert out["turbo"] == {"sent": auto, "texts": ["auto (2)", "auto (off)", "auto (0.50)", "steps auto (1)"], "slider": 50}
+    assert out["sd15"] == {"sent": auto, "texts": ["auto (30)", "auto (7.5)", "auto (0.60)", "steps auto (4)"], "slider": 60}
+    assert out["stored_auto"] == ["auto", "auto", "auto", "auto"]
+    assert out["changed"]["sent"] == [12, 3.5, 0.42, 3] and out["changed"]["texts"][2] == "0.42"
+    assert out["stored_changed"] == ["12", "3.5", "0.42", "3"]
+    assert out["changed_then_turbo"] == out["changed"]  # a model switch leaves the artist's values alone
+    assert out["back_to_auto"]["sent"] == auto and out["back_to_auto"]["texts"][2] == "auto (0.50)"
+    assert out["stored_back"] == ["auto", "auto", "auto", "auto"]
+    assert out["next_session"]["sent"] == [None, None, 0.8, None]  # the High preset was the last strength chosen

@@ -14,16 +14,17 @@ def capture(mask: bytes | None = None) -> Capture:
 
 
 def test_request_carries_the_settings_and_the_converted_pixels() -> None:
-    settings = Settings(prompt="fox", negative_prompt="blur", strength=0.3, steps=9, fixed_seed=True, seed=5)
+    settings = Settings(prompt="fox", negative_prompt="blur", strength=0.3, steps=9, guidance=4.5, fixed_seed=True, seed=5)
     spec = JobSpec.new(capture(), settings)
     request = build_request(spec, bytes(range(8)))
     assert request.job_id == spec.job_id
     assert (request.image.width, request.image.height, request.image.data) == (2, 1, bytes(range(8)))
-    assert (request.prompt, request.negative_prompt, request.strength, request.steps, request.seed) == (
+    assert (request.prompt, request.negative_prompt, request.strength, request.steps, request.guidance, request.seed) == (
         "fox",
         "blur",
         0.3,
         9,
+        4.5,
         5,
     )
     assert request.mask is None
@@ -39,9 +40,22 @@ def test_selection_jobs_send_their_mask() -> None:
     assert request.seed is None
 
 
+def test_default_settings_leave_steps_guidance_and_strength_to_the_models_recipe() -> None:
+    for live in (False, True):
+        request = build_request(JobSpec.new(capture(), Settings(), live=live), bytes(8))
+        assert (request.steps, request.guidance, request.strength) == (None, None, None)
+        request.validate(p.Limits())
+        assert p.decode_client_message(p.encode(request)) == request
+
+
 def test_live_jobs_use_live_steps_and_skip_previews() -> None:
     request = build_request(JobSpec.new(capture(), Settings(steps=30, live_steps=4), live=True), bytes(8))
     assert (request.live, request.steps, request.preview.every) == (True, 4, 0)
+
+
+def test_live_jobs_leave_steps_to_the_live_recipe_unless_live_steps_are_set() -> None:
+    request = build_request(JobSpec.new(capture(), Settings(steps=30, strength=0.8), live=True), bytes(8))
+    assert (request.steps, request.strength) == (None, 0.8)  # the artist's strength holds in live mode too
 
 
 def test_each_job_gets_its_own_id() -> None:

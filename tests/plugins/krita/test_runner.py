@@ -85,6 +85,21 @@ def test_whole_layer_job_streams_previews_then_the_result(online: tuple[r.JobRun
     assert len(result.pixels) == rect.width * rect.height * 4
     assert result.seed == 11
     assert result.view_size == (64, 48) and len(result.view) == 64 * 48 * 4
+    assert (result.steps, result.strength) == (2, 1.0)  # what the settings asked for
+    assert progress[-1].steps == 2  # the steps that ran: 2 × strength 1.0
+
+
+def test_a_job_left_at_auto_runs_the_loaded_models_recipe(online: tuple[r.JobRunner, Updates]) -> None:
+    runner, updates = online
+    runner.list_models()
+    recipe = updates.wait(r.ModelsListed).current.recipe
+    assert recipe is not None
+    spec = JobSpec.new(Capture(Rect(0, 0, 32, 32), pattern(32, 32, U8), U8, None), Settings(prompt="auto"))
+    runner.submit(spec)
+    result = updates.wait(r.JobResult, job_id=spec.job_id)
+    assert (result.steps, result.guidance, result.strength) == recipe.settings(live=False)
+    progress = [u for u in updates.seen if isinstance(u, r.JobProgress) and u.job_id == spec.job_id]
+    assert progress and progress[-1].step == progress[-1].steps <= recipe.steps
 
 
 def test_masked_16bit_job_keeps_unmasked_pixels_at_full_depth(online: tuple[r.JobRunner, Updates]) -> None:
@@ -143,7 +158,7 @@ def test_models_are_listed(online: tuple[r.JobRunner, Updates]) -> None:
     runner, updates = online
     runner.list_models()
     listed = updates.wait(r.ModelsListed)
-    assert "tiny" in listed.names
+    assert "tiny" in [m.name for m in listed.models]
 
 
 class FakeClient:

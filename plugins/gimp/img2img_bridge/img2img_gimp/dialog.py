@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .models import BridgeInfo, probe
-from .settings import linked_strength
+from .models import BridgeInfo, describe_settings, probe
+from .settings import EXACT, linked_strength, preset_for
 
 _gi: Any = importlib.import_module("gi")
 _gi.require_version("GimpUi", "3.0")
@@ -18,7 +18,9 @@ GimpUi: Any = importlib.import_module("gi.repository.GimpUi")
 Gtk: Any = importlib.import_module("gi.repository.Gtk")
 
 TITLE = "Img2Img"
-FIELDS = ("prompt-frame", "negative-prompt-frame", "strength-preset", "strength", "steps", "random-seed", "seed", "bridge-url")
+FIELDS = ("prompt-frame", "negative-prompt-frame", "strength-preset", "strength", "steps", "guidance", "random-seed", "seed", "bridge-url")
+#: The arguments the line about the model's defaults follows.
+WATCHED = ("model", "strength-preset", "strength", "steps", "guidance")
 
 
 def ask(procedure: Any, config: Any, plug_in_name: str) -> bool:
@@ -34,7 +36,12 @@ def ask(procedure: Any, config: Any, plug_in_name: str) -> bool:
     strength = dialog.get_spin_scale("strength", 1.0)
     strength.set_increments(0.01, 0.1)
     strength.set_digits(2)
+    guidance = dialog.get_spin_scale("guidance", 1.0)
+    guidance.set_increments(0.5, 1.0)
+    guidance.set_digits(1)
     dialog.set_sensitive("seed", True, config, "random-seed", True)  # a seed only matters when not random
+    if str(config.get_property("strength-preset")) == EXACT:  # scripts' default: show 0 as "Model default"
+        config.set_property("strength-preset", preset_for(float(config.get_property("strength"))))
     _link_strength(config)
     dialog.fill(list(FIELDS))
     dialog.get_content_area().pack_start(_model_row(config, info), False, False, 6)
@@ -73,8 +80,26 @@ def _model_row(config: Any, info: BridgeInfo) -> Any:
     status = Gtk.Label(label=info.status, xalign=0.0)
     status.set_line_wrap(True)
     status.set_max_width_chars(60)
+    settings = Gtk.Label(xalign=0.0)
+    settings.set_tooltip_text("Auto: the model's own default (Steps 0, Guidance -1, Strength 0 or the Model default preset)")
+
+    def show_settings(*_args: Any) -> None:
+        settings.set_text(
+            describe_settings(
+                info.recipe(str(config.get_property("model") or "")),
+                str(config.get_property("strength-preset")),
+                float(config.get_property("strength")),
+                int(config.get_property("steps")),
+                float(config.get_property("guidance")),
+            )
+        )
+
+    for name in WATCHED:
+        config.connect(f"notify::{name}", show_settings)
+    show_settings()
     box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
     box.set_border_width(12)
     box.pack_start(row, False, False, 0)
     box.pack_start(status, False, False, 0)
+    box.pack_start(settings, False, False, 0)
     return box

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge import protocol as p
-from bridge.client import START_HINT, ClientError
+from bridge.client import START_HINT, ClientError, sentence
 
 MODEL_HINT = "choose a model in the Img2Img dialog, or start the bridge with: img2img-bridge serve --model NAME"
 
@@ -45,7 +45,7 @@ def describe_client_error(exc: ClientError) -> str:
     message = exc.message.rstrip(".")
     if exc.code is p.ErrorCode.CONNECTION and START_HINT not in message:
         message = f"{message}; {START_HINT}"
-    return message[:1].upper() + message[1:] + "."
+    return sentence(message)
 
 
 def describe_disconnect(reason: str) -> str:

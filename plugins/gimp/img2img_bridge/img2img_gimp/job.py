@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Protocol
 
 from bridge import protocol as p
-from bridge.client import ClientError, Disconnected
+from bridge.client import ClientError, Disconnected, describe_loading, loading_fraction
 from bridge.regions import Rect, crop
 
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
@@ -86,6 +86,8 @@ class ImageJob:
         self.state = JobState.READY
         self.error: str | None = None
         self.seed: int | None = None
+        # the steps, guidance and strength the last result ran with, as the bridge reported them
+        self.used: tuple[int | None, float | None, float | None] = (None, None, None)
         self.result_rect: Rect | None = None
         self.previews = 0
         self._wanted_model: str | None = None
@@ -123,7 +125,7 @@ class ImageJob:
             self._submit()
         elif current.status is p.ModelStatus.LOADING:
             self.state = JobState.LOADING_MODEL
-            self.canvas.set_progress(current.progress, f"Img2Img: the bridge is loading {current.name or 'its model'}\u2026")
+            self.canvas.set_progress(loading_fraction(current), f"Img2Img: {describe_loading(current)}\u2026")
         elif current.status is p.ModelStatus.NO_MODEL:
             self._fail(f"The bridge has no model loaded: {MODEL_HINT}.")
         else:
@@ -171,7 +173,7 @@ class ImageJob:
         elif model.status is p.ModelStatus.ERROR:
             self._fail(f"The bridge could not load the model ({model.message.rstrip('.')}): {MODEL_HINT}.")
         elif model.status is p.ModelStatus.LOADING:
-            self.canvas.set_progress(model.progress, f"Img2Img: loading model {model.name or ''}\u2026")
+            self.canvas.set_progress(loading_fraction(model), f"Img2Img: {describe_loading(model)}\u2026")
 
     def _submit(self) -> None:
         self.state = JobState.SUBMITTED
@@ -224,6 +226,7 @@ class ImageJob:
             self._fail(f"GIMP could not add the result layer: {exc}", cancel_remote=False)
             return
         self.seed, self.result_rect = result.seed, rect
+        self.used = (result.steps, result.guidance, result.strength)
         if result.last:
             self._end(JobState.FINISHED)
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from bridge import protocol as p
 from bridge.client import BridgeClient, ClientError
+from bridge.presets import auto_guidance, auto_steps, auto_strength, recipe_for
 
-from .errors import describe_client_error
+from .errors import PluginError, describe_client_error
+from .settings import AUTO_STEPS, resolve_strength
 
 PROBE_TIMEOUT = 3.0
 
@@ -19,6 +21,13 @@ class BridgeInfo:
     models: tuple[str, ...]
     selected: str
     status: str
+    welcome: p.Welcome | None = None
+
+    def recipe(self, model: str) -> p.Recipe | None:
+        """The recipe of ``model`` ("" = the loaded one), when the bridge knows it."""
+        if self.welcome is None:
+            return None
+        return recipe_for(model, self.welcome.models, self.welcome.model)
 
 
 def bridge_info(welcome: p.Welcome | None, remembered: str, failure: str = "") -> BridgeInfo:
@@ -39,7 +48,25 @@ def bridge_info(welcome: p.Welcome | None, remembered: str, failure: str = "") -
         state = "no model loaded: pick one"
     else:
         state = f"the model failed to load ({current.message})"
-    return BridgeInfo(names, selected, f"Bridge on {welcome.device}: {state}.")
+    return BridgeInfo(names, selected, f"Bridge on {welcome.device}: {state}.", welcome)
+
+
+def describe_settings(recipe: p.Recipe | None, preset: str, strength: float, steps: int, guidance: float) -> str:
+    """The dialog's line about what will be sent: ``"Steps: auto (2) · Guidance: auto (off) · Strength: 0.30"``.
+
+    Arguments are the dialog's (``AUTO_*`` values mean the model's default); ``recipe`` fills in what auto means.
+    """
+    try:
+        chosen = resolve_strength(preset, strength)
+    except PluginError:
+        chosen = None  # the run itself says what is wrong
+    return " \u00b7 ".join(
+        (
+            f"Steps: {auto_steps(recipe) if steps == AUTO_STEPS else steps}",
+            f"Guidance: {auto_guidance(recipe) if guidance < 0 else f'{guidance:g}'}",
+            f"Strength: {auto_strength(recipe) if chosen is None else f'{chosen:.2f}'}",
+        )
+    )
 
 
 def probe(url: str, remembered: str) -> BridgeInfo:

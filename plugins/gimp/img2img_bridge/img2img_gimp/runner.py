@@ -7,6 +7,7 @@ from typing import Protocol
 
 from bridge import protocol as p
 from bridge.client import BridgeClient, ClientError, Disconnected, EventCallback, new_job_id
+from bridge.presets import recipe_for
 
 from .errors import PluginError, describe_client_error
 from .job import Canvas, ImageJob
@@ -69,7 +70,9 @@ def run_job(
     except ClientError as exc:
         raise PluginError(describe_client_error(exc)) from exc
     try:
-        job = ImageJob(build_request(settings, source, new_job_id()), source, canvas, client, on_end=loop.quit)
+        recipe = recipe_for(settings.model, welcome.models, welcome.model)
+        request = build_request(settings, source, new_job_id(), recipe)
+        job = ImageJob(request, source, canvas, client, on_end=loop.quit)
         job.start(welcome, settings.model)
         if not job.ended:
             loop.run()

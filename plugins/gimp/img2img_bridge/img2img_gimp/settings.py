@@ -8,13 +8,18 @@ from dataclasses import dataclass, replace
 from typing import Any, Union
 
 from bridge.client import DEFAULT_URL, ClientError, normalize_url
+from bridge.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, preset_strength
+from bridge.presets import preset_for as _preset_for
 
 from .errors import PluginError
 
-#: Strength presets: how far the result may move away from the layer.
-STRENGTH_PRESETS: dict[str, float] = {"low": 0.3, "medium": 0.5, "high": 0.75}
 EXACT = "exact"
 MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit signed
+MAX_STEPS = 100
+#: Scripts say "the model's recipe" with these values (GIMP arguments cannot be unset).
+AUTO_STEPS = 0
+AUTO_GUIDANCE = -1.0
+AUTO_STRENGTH = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,17 +75,31 @@ ARGUMENTS: tuple[Argument, ...] = (
     ChoiceArg(
         "strength-preset",
         "Stren_gth preset",
-        "Low, medium or high change; 'exact' uses the Strength value",
+        "The model's default, a low, medium or high change, or 'exact': the Strength value (0: the model's default)",
         (
             (EXACT, "Exact value"),
-            ("low", f"Low ({STRENGTH_PRESETS['low']:.2f})"),
-            ("medium", f"Medium ({STRENGTH_PRESETS['medium']:.2f})"),
-            ("high", f"High ({STRENGTH_PRESETS['high']:.2f})"),
+            (MODEL_DEFAULT, PRESET_LABELS[MODEL_DEFAULT]),
+            *((name, f"{PRESET_LABELS[name]} ({value:.2f})") for name, value in STRENGTH_PRESETS.items()),
         ),
         EXACT,
     ),
-    DoubleArg("strength", "S_trength", "How much may change: near 0 keeps the layer, 1 ignores it", 0.01, 1.0, 0.5),
-    IntArg("steps", "St_eps", "Denoising steps", 1, 100, 20),
+    DoubleArg(
+        "strength",
+        "S_trength",
+        "How much may change: near 0 keeps the layer, 1 ignores it; 0 is the model's default",
+        AUTO_STRENGTH,
+        1.0,
+        AUTO_STRENGTH,
+    ),
+    IntArg("steps", "St_eps", "Denoising steps of the full schedule; 0 is the model's default", AUTO_STEPS, MAX_STEPS, AUTO_STEPS),
+    DoubleArg(
+        "guidance",
+        "_Guidance",
+        "Classifier-free guidance (1 or less: off); -1 is the model's default",
+        AUTO_GUIDANCE,
+        30.0,
+        AUTO_GUIDANCE,
+    ),
     BoolArg("random-seed", "R_andom seed", "Pick a new seed each run (the seed used is reported back)", True),
     IntArg("seed", "See_d", "The seed when Random seed is off; holds the last seed used after a run", 0, MAX_SEED, 0),
     StringArg("model", "_Model", "The bridge's model to use; empty keeps the loaded one", ""),
@@ -94,8 +113,9 @@ class JobSettings:
 
     prompt: str
     negative_prompt: str
-    strength: float
-    steps: int
+    strength: float | None  # None (and steps, guidance): the model's recipe
+    steps: int | None
+    guidance: float | None
     seed: int | None  # None: the bridge picks one and reports it
     model: str
     url: str
@@ -105,8 +125,11 @@ class JobSettings:
         """Read and check every argument; ``get`` returns an argument's value by name."""
         strength = resolve_strength(str(get("strength-preset")), _number(get, "strength"))
         steps = int(_number(get, "steps"))
-        if steps < 1:
-            raise PluginError(f"Steps is {steps}; it must be at least 1.")
+        if not AUTO_STEPS <= steps <= MAX_STEPS:
+            raise PluginError(f"Steps is {steps}; it must be between 1 and {MAX_STEPS}, or {AUTO_STEPS} for the model's default.")
+        guidance = _number(get, "guidance")
+        if guidance > 30.0:
+            raise PluginError(f"Guidance is {guidance}; it must be at most 30, or negative for the model's default.")
         seed = None if bool(get("random-seed")) else int(_number(get, "seed"))
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise PluginError(f"Seed is {seed}; it must be between 0 and {MAX_SEED}.")
@@ -119,7 +142,8 @@ class JobSettings:
             prompt=str(get("prompt") or "").strip(),
             negative_prompt=str(get("negative-prompt") or "").strip(),
             strength=strength,
-            steps=steps,
+            steps=None if steps == AUTO_STEPS else steps,
+            guidance=None if guidance < 0 else guidance,
             seed=seed,
             model=str(get("model") or "").strip(),
             url=url,
@@ -130,30 +154,37 @@ class JobSettings:
         return self if self.seed is not None else replace(self, seed=rng.randint(0, MAX_SEED))
 
 
-def resolve_strength(preset: str, exact: float) -> float:
-    """The strength to use: a preset's value, or ``exact`` for the 'exact' preset."""
-    if preset in STRENGTH_PRESETS:
-        return STRENGTH_PRESETS[preset]
+def resolve_strength(preset: str, exact: float) -> float | None:
+    """The strength to send: a preset's value, or ``exact`` for the 'exact' preset; None for the model's default."""
     if preset != EXACT:
-        names = ", ".join([EXACT, *STRENGTH_PRESETS])
-        raise PluginError(f"Strength preset {preset!r} is unknown; use one of: {names}.")
+        try:
+            return preset_strength(preset)
+        except KeyError:
+            names = ", ".join([EXACT, MODEL_DEFAULT, *STRENGTH_PRESETS])
+            raise PluginError(f"Strength preset {preset!r} is unknown; use one of: {names}.") from None
+    if exact == AUTO_STRENGTH:
+        return None
     if not 0.0 < exact <= 1.0:
-        raise PluginError(f"Strength is {exact}; it must be above 0 and at most 1.")
+        raise PluginError(f"Strength is {exact}; it must be above 0 and at most 1, or {AUTO_STRENGTH:g} for the model's default.")
     return exact
 
 
 def preset_for(strength: float) -> str:
-    """The preset whose value is ``strength``, else 'exact'."""
-    return next((name for name, value in STRENGTH_PRESETS.items() if abs(value - strength) < 1e-6), EXACT)
+    """The preset whose value is ``strength`` (the model default for 0), else 'exact'."""
+    return _preset_for(None if strength == AUTO_STRENGTH else strength) or EXACT
 
 
 def linked_strength(changed: str, preset: str, strength: float) -> tuple[str, float]:
     """The dialog's preset and strength after the user changed one of them (``changed`` names which).
 
-    Picking a preset moves the strength to its value; moving the strength shows the preset it matches, or 'exact'.
+    Picking a preset moves the strength to its value (0 for the model's default); moving the strength shows the
+    preset it matches, or 'exact'.
     """
     if changed == "strength-preset":
-        return preset, STRENGTH_PRESETS.get(preset, strength)
+        if preset != MODEL_DEFAULT and preset not in STRENGTH_PRESETS:
+            return preset, strength
+        value = preset_strength(preset)
+        return preset, AUTO_STRENGTH if value is None else value
     return preset_for(strength), strength
 
 
