@@ -344,7 +344,7 @@ def large_layers(server: Server) -> dict[str, Any]:
 
     threading.Thread(target=send, daemon=True).start()
     busy: list[float] = []
-    while not done.is_set() or len(busy) < 50:
+    while not done.is_set() or len(busy) < 300:  # about four seconds: the layers are decoded meanwhile
         busy += answers(probe, 10)
     probe.close()
     sender.close()

@@ -400,7 +400,9 @@ class BridgeClient:
 
         if isinstance(exc, ConnectionClosed):
             if exc.rcvd is not None and exc.rcvd.reason:
-                return f"the bridge closed the connection: {exc.rcvd.reason}"
+                # 1008: the bridge turned this client away (it did not read, said no hello); otherwise it stopped
+                hint = "" if exc.rcvd.code == 1008 else f"; {START_HINT}"
+                return f"the bridge closed the connection: {exc.rcvd.reason}{hint}"
             if exc.sent is not None and "keepalive" in exc.sent.reason:
                 return (
                     f"the bridge stopped answering (no reply to a ping within {2 * (self.keepalive or 0):g} s): "
