@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge import protocol as p
-from bridge.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url
+from bridge.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url, shown_url
 from tests.served import Served, free_port, serve
 
 
@@ -122,3 +122,12 @@ def test_sending_without_connecting_is_a_clear_error() -> None:
     with pytest.raises(ClientError) as caught:
         BridgeClient().generate(job())
     assert "not connected" in caught.value.message
+
+
+def test_urls_in_messages_never_show_the_token() -> None:
+    assert shown_url("ws://127.0.0.1:7421/ws?token=s3cret") == "ws://127.0.0.1:7421/ws?token=***"
+    assert shown_url("ws://h:1/ws?a=1&TOKEN=s3cret&b=2") == "ws://h:1/ws?a=1&TOKEN=***&b=2"
+    assert shown_url("ws://127.0.0.1:7421/ws") == "ws://127.0.0.1:7421/ws"
+    with pytest.raises(ClientError) as caught:
+        BridgeClient("ftp://h/ws?token=s3cret")
+    assert "s3cret" not in caught.value.message
