@@ -123,7 +123,7 @@ class StatusBoard:
                     first -= 1
                 span = times[-1] - times[first]
                 if span > 0:
-                    rates[connection] = round((len(times) - 1 - first) / span, 2)
+                    rates[connection] = round((len(times) - 1 - first) / span, 1)
         return rates
 
     def snapshot(self, *, model: p.ModelState, device: str, queued: int, clients: list[ClientView]) -> dict[str, Any]:
