@@ -483,8 +483,8 @@ class Bridge:
         )
         self.board.job_ended(record)
         conn.jobs_ended += 1
-        # live frames come many a second: they are logged at debug level, the status page shows their rate
-        # as its own template: the log throttle (meant for floods of refusals) must not drop job lines
+        # live frames come many a second: debug level (the status page shows their rate); each line is its own
+        # template, so the log throttle (meant for floods of refusals) never drops one
         log.log(logging.DEBUG if request.live else logging.INFO, record.log_line())
 
     def cancel(self, conn: Connection, job_id: str) -> None:
@@ -536,6 +536,7 @@ class Bridge:
         request = job.request
         engine = self.engine
         if engine is None:
+            job.outcome = "error"
             message = f"no model is loaded: {self.model_state.message}"
             return p.encode(p.Error(code=p.ErrorCode.NO_MODEL, message=message, job_id=job.job_id))
         hooks = _JobHooks(job, conn, self._previews)

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import protocol as p
 
-#: seconds of live frames the frame rate is measured over
+#: a client is live while its last live frame is at most this many seconds old
 LIVE_WINDOW = 5.0
 
 
@@ -65,17 +65,18 @@ class ClientView:
 class StatusBoard:
     """The last jobs, the last results' thumbnails and each live client's frame times (thread-safe)."""
 
-    def __init__(self, jobs: int = 50, thumbnails: int = 4, thumbnail_side: int = 128) -> None:
+    def __init__(self, jobs: int = 50, thumbnails: int = 4, thumbnail_side: int = 128, live_window: float = LIVE_WINDOW) -> None:
         self._jobs: deque[JobRecord] = deque(maxlen=jobs)
         self._thumbnails: deque[dict[str, Any]] = deque(maxlen=thumbnails)
         self.thumbnail_side = thumbnail_side
+        self.live_window = live_window
         self._frames: dict[int, deque[float]] = {}
         self._lock = threading.Lock()
 
     def job_ended(self, record: JobRecord) -> None:
         with self._lock:
             if record.live:
-                frames = self._frames.setdefault(record.connection, deque(maxlen=64))
+                frames = self._frames.setdefault(record.connection, deque(maxlen=32))
                 frames.append(time.monotonic())
             # a live stream would push every ordinary job out of the list: only its last frame stays
             if record.live and self._jobs and self._jobs[-1].live and self._jobs[-1].connection == record.connection:
@@ -109,14 +110,20 @@ class StatusBoard:
             return list(self._jobs)[-count:]
 
     def frame_rates(self) -> dict[int, float]:
-        """Frames per second of each client that sent live jobs in the last ``LIVE_WINDOW`` seconds."""
+        """Frames per second of each live client, over its last frames that came at most ``live_window`` apart."""
         now = time.monotonic()
         rates = {}
         with self._lock:
             for connection, frames in self._frames.items():
-                times = [t for t in frames if now - t <= LIVE_WINDOW]
-                if len(times) >= 2 and times[-1] > times[0]:
-                    rates[connection] = round((len(times) - 1) / (times[-1] - times[0]), 1)
+                if len(frames) < 2 or now - frames[-1] > self.live_window:
+                    continue
+                times = list(frames)
+                first = len(times) - 1
+                while first > 0 and times[first] - times[first - 1] <= self.live_window:
+                    first -= 1
+                span = times[-1] - times[first]
+                if span > 0:
+                    rates[connection] = round((len(times) - 1 - first) / span, 1)
         return rates
 
     def snapshot(self, *, model: p.ModelState, device: str, queued: int, clients: list[ClientView]) -> dict[str, Any]:

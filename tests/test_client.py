@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge import protocol as p
-from bridge.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url
+from bridge.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url, shown_url
 from tests.served import Served, free_port, serve
 
 
@@ -160,3 +160,12 @@ def test_a_loading_model_in_words() -> None:
     assert describe_loading(unknown_size) == "Downloading sd-turbo: 5 MB" and loading_fraction(unknown_size) is None
     loading = p.ModelState(None, p.ModelStatus.LOADING, progress=0.4)
     assert describe_loading(loading) == "Loading the model: 40%" and loading_fraction(loading) == 0.4
+
+
+def test_urls_in_messages_never_show_the_token() -> None:
+    assert shown_url("ws://127.0.0.1:7421/ws?token=s3cret") == "ws://127.0.0.1:7421/ws?token=***"
+    assert shown_url("ws://h:1/ws?a=1&TOKEN=s3cret&b=2") == "ws://h:1/ws?a=1&TOKEN=***&b=2"
+    assert shown_url("ws://127.0.0.1:7421/ws") == "ws://127.0.0.1:7421/ws"
+    with pytest.raises(ClientError) as caught:
+        BridgeClient("ftp://h/ws?token=s3cret")
+    assert "s3cret" not in caught.value.message

@@ -91,6 +91,24 @@ def test_status_json_shows_the_model_clients_jobs_and_thumbnails(bridge: Running
     assert len(snapshot["thumbnails"]) <= 4
 
 
+def test_a_live_client_shows_its_frame_rate_and_one_row(bridge: RunningBridge, connect: Connect) -> None:
+    board = bridge.bridge.board
+    window, board.live_window = board.live_window, 3600.0  # a loaded test machine is no measure of a live rate
+    try:
+        painter = connect()
+        frames = [request(photo(64, 64, seed=i), live=True, steps=2, strength=0.5) for i in range(3)]
+        for frame in frames:
+            assert painter.run(frame, timeout=TIMEOUT).ok
+        snapshot = json.loads(get(bridge.http + "/status.json")[1])
+    finally:
+        board.live_window = window
+    (mine,) = [c for c in snapshot["clients"] if c["fps"] is not None]
+    assert mine["fps"] > 0 and snapshot["live_fps"] == mine["fps"]
+    live_rows = [j for j in snapshot["jobs"] if j["live"] and j["connection"] == mine["connection"]]
+    assert [j["job_id"] for j in live_rows] == [frames[-1].job_id]
+    assert not any(t["job_id"] in {f.job_id for f in frames} for t in snapshot["thumbnails"])  # live frames make none
+
+
 def test_the_page_is_plain_html_with_its_script_inlined(bridge: RunningBridge) -> None:
     status, body = get(bridge.http + "/")
     assert status == 200
@@ -163,14 +181,16 @@ def test_the_page_in_chromium_shows_the_model_and_a_job_after_it_runs(chromium: 
     assert 'alt="result of job' in dom
 
 
-def test_a_screenshot_of_the_page_for_the_readme(chromium: str, bridge: RunningBridge, connect: Connect, tmp_path: Path) -> None:
-    with BridgeClient(bridge.url, name="Krita docker") as painter:
-        for seed in (11, 12):
-            assert painter.run(request(photo(128, 96, seed=seed), steps=4, strength=0.6, seed=seed), timeout=TIMEOUT).ok
+def test_a_screenshot_of_the_page_for_the_readme(chromium: str, model_cache: object, tmp_path: Path) -> None:
+    # a bridge of its own, so the picture shows one session rather than the test suite's history
+    with running_bridge() as server, BridgeClient(server.url, name="Krita docker") as painter:
+        for seed in (11, 12, 13):
+            job = request(photo(128, 96, seed=seed), steps=4, strength=0.6, seed=seed)
+            assert painter.run(job, timeout=TIMEOUT).ok
         shot = tmp_path / "status-page.png"
-        browse(chromium, bridge.http + "/", f"--screenshot={shot}", "--window-size=1100,900", "--hide-scrollbars")
+        browse(chromium, server.http + "/", f"--screenshot={shot}", "--window-size=1100,820", "--hide-scrollbars")
     with PILImage.open(shot) as image:
-        assert image.size == (1100, 900)
+        assert image.size == (1100, 820)
         assert len(set(image.convert("L").getdata())) > 8  # a rendered page, not a blank one
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, SCREENSHOT)
