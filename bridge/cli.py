@@ -23,7 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--model", default=None, help="Hub repo id, diffusers folder, .safetensors/.ckpt file, or 'tiny' (default: stabilityai/sd-turbo)"
     )
-    serve.add_argument("--models-dir", action="append", default=[], type=Path, help="add every checkpoint in this folder to the model list")
+    serve.add_argument(
+        "--models-dir",
+        action="append",
+        default=[],
+        type=Path,
+        help="add the models in this folder to the model list: any folder, a ComfyUI or A1111 install, or ComfyUI's extra_model_paths.yaml",
+    )
+    serve.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the --model's recipe, e.g. steps=4, guidance=1.5, scheduler=LCMScheduler, kind=sdxl-lightning (see docs/models.md)",
+    )
+    serve.add_argument(
+        "--allow-pickle", action="store_true", help="also load pickled .ckpt checkpoints (they can run code: only from sources you trust)"
+    )
     serve.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     serve.add_argument("--token", default=None, help="require this token from every client (needed to bind beyond loopback)")
     serve.add_argument("--allow-origin", action="append", default=[], help="a browser Origin allowed to connect (default: none)")
@@ -37,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("input", type=Path, help="the image (PNG, JPEG, …)")
     run.add_argument("--prompt", required=True)
     run.add_argument("--negative", default="")
-    run.add_argument("--strength", type=float, default=0.5, help="0-1: low stays close to the input (default: %(default)s)")
-    run.add_argument("--steps", type=int, default=20)
-    run.add_argument("--guidance", type=float, default=None, help="default: 0 for turbo models, 7 otherwise")
+    run.add_argument("--strength", type=float, default=None, help="0-1: low stays close to the input (default: the model's recipe)")
+    run.add_argument("--steps", type=int, default=None, help="the full schedule; about steps x strength run (default: the model's recipe)")
+    run.add_argument("--guidance", type=float, default=None, help="0-1 turns guidance off (default: the model's recipe)")
     run.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     run.add_argument("--count", type=int, default=1, help="variations, with seeds seed, seed+1, …")
     run.add_argument("--mask", type=Path, default=None, help="grayscale mask: white regenerates, black keeps")
@@ -67,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .models import DEFAULT_MODEL, ModelError, pick_device, resolve, scan_models_dir
+    from .recipes import RecipeError, parse_flags
     from .server import ServerConfig, create_app, is_loopback
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
@@ -79,11 +96,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(exc.message, file=sys.stderr)
         return 2
-    catalog = tuple(spec for folder in args.models_dir for spec in scan_models_dir(folder))
     model = args.model or DEFAULT_MODEL
     try:
-        resolve(model, list(catalog))
-    except ModelError as exc:
+        recipe = parse_flags(args.recipe)
+        catalog = tuple(spec for folder in args.models_dir for spec in scan_models_dir(folder, allow_pickle=args.allow_pickle))
+        resolve(model, list(catalog), allow_pickle=args.allow_pickle)
+    except (ModelError, RecipeError) as exc:
         print(exc.message, file=sys.stderr)
         return 2
     limits = p.Limits(max_pixels=args.max_pixels, max_side=args.max_side)
@@ -96,6 +114,8 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_origins=tuple(args.allow_origin),
         cuda_graphs=args.cuda_graphs,
         live_size=args.live_size,
+        recipe=recipe,
+        allow_pickle=args.allow_pickle,
     )
     url = f"ws://{args.host}:{args.port}{p.WS_PATH}"
     print(f"img2img-bridge {__version__} on {url}  (health: http://{args.host}:{args.port}/health)", flush=True)
@@ -154,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
                 return 1
             if state.test_model:
                 print(f"note: {state.name} is a test model; its output is noise", flush=True)
-            guidance = args.guidance if args.guidance is not None else (0.0 if "turbo" in (state.name or "") else 7.0)
+            if state.recipe is not None:
+                print(f"{state.name}: {_describe(state.recipe)}", flush=True)
             request = p.Generate(
                 job_id=new_job_id(),
                 image=p.Image(width=rgba.width, height=rgba.height, data=rgba.tobytes()),
@@ -163,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
                 negative_prompt=args.negative,
                 strength=args.strength,
                 steps=args.steps,
-                guidance=guidance,
+                guidance=args.guidance,
                 seed=args.seed,
                 count=args.count,
                 preview=p.PreviewSettings(every=1 if args.previews is not None else 0),
@@ -187,10 +208,25 @@ def _run(args: argparse.Namespace) -> int:
         full.paste(patch, (result.x, result.y))
         full.save(out)
         total = result.timings.get("total_ms", 0.0)
-        print(f"wrote {out} (seed {result.seed}, {total:.0f} ms)")
+        print(f"wrote {out} (seed {result.seed}, {_ran(result)}, {total:.0f} ms)")
     if args.previews is not None:
         print(f"{outcome.previews} previews in {args.previews}")
     return 0
+
+
+def _describe(recipe: p.Recipe) -> str:
+    guidance = "off" if recipe.guidance <= 1.0 else f"{recipe.guidance:g}"
+    return (
+        f"{recipe.kind or recipe.family} recipe: {recipe.steps} steps, strength {recipe.strength:g}, guidance {guidance}, "
+        f"{recipe.resolution} px, {recipe.scheduler}"
+    )
+
+
+def _ran(result: p.Result) -> str:
+    """What the bridge reports it ran: the request's settings, or the recipe's where it left them unset."""
+    if result.steps is None or result.strength is None or result.guidance is None:
+        return "settings not reported"
+    return f"steps {result.steps} x strength {result.strength:g}, guidance {result.guidance:g}"
 
 
 def _install(args: argparse.Namespace) -> int:

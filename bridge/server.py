@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable
 
 from aiohttp import WSMsgType, web
@@ -24,7 +24,8 @@ from aiohttp import WSMsgType, web
 from . import __version__
 from . import protocol as p
 from .jobs import Job, JobQueue, JobState
-from .models import LoadedModel, ModelError, ModelSpec, load, resolve
+from .models import LoadedModel, ModelError, ModelSpec, load_planned, plan, resolve, with_recipe
+from .recipes import Overrides
 
 log = logging.getLogger("img2img_bridge")
 
@@ -43,6 +44,10 @@ class ServerConfig:
     #: capture the UNet in CUDA graphs for live jobs, warmed up at load for ``live_size``² frames
     cuda_graphs: bool = False
     live_size: int = 512
+    #: recipe fields set by ``serve --recipe``, for the model given with ``--model``
+    recipe: Overrides = field(default_factory=Overrides)
+    #: load pickled ``.ckpt`` checkpoints (they can run code)
+    allow_pickle: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -175,6 +180,7 @@ class Bridge:
         self._previews = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="img2img-preview")
         self._worker: asyncio.Task[None] | None = None
         self._loading: asyncio.Future[None] | None = None
+        self._offered: list[ModelSpec] | None = None
         #: the last jobs that ended: job id, client, outcome, denoising steps run, milliseconds
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -203,16 +209,24 @@ class Bridge:
     # --- models ---------------------------------------------------------------------------
 
     def models(self) -> tuple[p.ModelInfo, ...]:
-        specs: list[ModelSpec] = list(self.config.catalog)
-        names = {s.name for s in specs}
-        for extra in (self.config.model, "tiny"):
-            if extra and extra not in names:
-                try:
-                    specs.append(resolve(extra))
-                except ModelError:
-                    continue
-                names.add(extra)
-        return tuple(s.info for s in specs)
+        if self._offered is None:
+            specs: list[ModelSpec] = list(self.config.catalog)
+            names = {s.name for s in specs}
+            for extra in (self.config.model, "tiny"):
+                if extra and extra not in names:
+                    try:
+                        specs.append(with_recipe(resolve(extra, allow_pickle=self.config.allow_pickle)))
+                    except ModelError:
+                        continue
+                    names.add(extra)
+            self._offered = specs
+        loaded = self.loaded
+        return tuple(
+            p.ModelInfo(s.name, s.source, s.source == "builtin", loaded.recipe)
+            if loaded is not None and loaded.spec.name == s.name
+            else s.info
+            for s in self._offered
+        )
 
     @property
     def engine_thread(self) -> concurrent.futures.Executor:
@@ -228,7 +242,7 @@ class Bridge:
 
     def request_model(self, name: str) -> None:
         """Start loading ``name`` on the GPU thread (after the running job); every client hears of it."""
-        spec = resolve(name, list(self.config.catalog))
+        spec = resolve(name, list(self.config.catalog), allow_pickle=self.config.allow_pickle)
         self._set_state(p.ModelState(name=spec.name, status=p.ModelStatus.LOADING, message=f"loading {spec.name}", progress=0.0))
         assert self.loop is not None
         self._loading = self.loop.run_in_executor(self._gpu, self._load_blocking, spec)
@@ -240,17 +254,41 @@ class Bridge:
             state = p.ModelState(name=spec.name, status=p.ModelStatus.LOADING, message=text, progress=fraction)
             self._call_soon(self._set_state, state)
 
+        shown = [-1]
+
+        def downloaded(done: int, total: int) -> None:
+            percent = done * 100 // total if total else 0
+            if percent == shown[0] and done < total:
+                return  # one event per percent: a download is thousands of chunks
+            shown[0] = percent
+            text = f"downloading {spec.name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
+            state = p.ModelState(
+                name=spec.name,
+                status=p.ModelStatus.LOADING,
+                message=text,
+                progress=0.05 + 0.15 * percent / 100,
+                downloaded=done,
+                download_size=total,
+            )
+            self._call_soon(self._set_state, state)
+
+        overrides = self.config.recipe if spec.name == self.config.model else Overrides()
+        try:
+            # files, recipe and architecture first: a model that cannot load leaves the current one serving
+            planned = plan(spec, overrides=overrides, on_download=downloaded)
+        except ModelError as exc:
+            self._call_soon(self._load_failed, spec, exc.message)
+            return
         try:
             self.engine = None
             self.loaded = None
-            loaded = load(spec, self.config.device, progress)
+            loaded = load_planned(planned, self.config.device, progress)
             engine = Engine(loaded, cuda_graphs=self.config.cuda_graphs)
             if self.config.cuda_graphs and loaded.device == "cuda":
                 progress(0.9, f"capturing CUDA graphs for {self.config.live_size}² live frames")
                 engine.warm_up(self.config.live_size)
         except ModelError as exc:
-            status = p.ModelStatus.NO_MODEL if spec.source == "hub" else p.ModelStatus.ERROR
-            self._call_soon(self._set_state, p.ModelState(name=spec.name, status=status, message=exc.message))
+            self._call_soon(self._set_state, p.ModelState(name=spec.name, status=p.ModelStatus.ERROR, message=exc.message))
             return
         except Exception as exc:  # a broken model must not take the server down
             log.exception("loading %s failed", spec.name)
@@ -259,6 +297,15 @@ class Bridge:
             return
         self.loaded, self.engine = loaded, engine
         self._call_soon(self._set_state, loaded.state)
+
+    def _load_failed(self, spec: ModelSpec, message: str) -> None:
+        log.error("%s", message)
+        if self.loaded is None:
+            status = p.ModelStatus.NO_MODEL if spec.source == "hub" else p.ModelStatus.ERROR
+            self._set_state(p.ModelState(name=spec.name, status=status, message=message))
+            return
+        kept = self.loaded.state
+        self._set_state(replace(kept, message=f"could not load {spec.name}: {message}; still serving {kept.name}"))
 
     def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self.loop is not None
@@ -412,6 +459,10 @@ class Bridge:
             "status": state.status.value,
             "model": state.name,
             "message": state.message,
+            "progress": state.progress,
+            "downloaded": state.downloaded,
+            "download_size": state.download_size,
+            "recipe": None if state.recipe is None else state.recipe.to_wire(),
             "test_model": state.test_model,
             "device": self.config.device,
             "queue": len(self.queue),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -437,10 +438,28 @@ def test_client_explains_when_no_bridge_runs() -> None:
     assert "img2img-bridge serve" in caught.value.message
 
 
-def test_a_model_that_fails_to_load_is_an_error_not_a_dead_server(model_cache: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("write", "says"),
+    [
+        (
+            lambda folder: (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}'),
+            "unet/config.json: cannot be read",
+        ),
+        (lambda folder: (folder / "img2img_bridge.json").write_text('{"steps": 0}'), "img2img_bridge.json: field 'steps' must be"),
+    ],
+    ids=["no unet config", "bad recipe file"],
+)
+def test_a_model_that_fails_to_load_leaves_the_current_one_serving(
+    model_cache: object, tmp_path: Path, write: Callable[[Path], object], says: str
+) -> None:
+    from bridge.tiny_model import ensure_tiny_model
+
     broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
+    shutil.copytree(ensure_tiny_model(), broken)
+    (broken / "unet" / "config.json").unlink()
+    write(broken)
+    if "recipe" in says:
+        shutil.copy2(ensure_tiny_model() / "unet" / "config.json", broken / "unet" / "config.json")
     with running_bridge(ServerConfig(model="tiny", device="cpu")) as server:
         events = Events()
         with BridgeClient(server.url, on_event=events) as client:
@@ -448,8 +467,8 @@ def test_a_model_that_fails_to_load_is_an_error_not_a_dead_server(model_cache: o
             state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
             while state.status is p.ModelStatus.LOADING:
                 state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
-            assert state.status is p.ModelStatus.ERROR
-            assert "could not load" in state.message
-            outcome = client.run(request(photo(32, 32)), timeout=TIMEOUT)
-            assert outcome.error is not None and outcome.error.code is p.ErrorCode.NO_MODEL
-            assert server.health()["status"] == "error"
+            assert (state.status, state.name) == (p.ModelStatus.READY, "tiny")
+            assert state.message.startswith(f"could not load {broken}: ") and says in state.message
+            assert state.message.endswith("still serving tiny") and "\n" not in state.message
+            assert client.run(request(photo(32, 32)), timeout=TIMEOUT).ok
+            assert server.health()["status"] == "ready"
