@@ -156,8 +156,7 @@ def classify(traits: Traits) -> Kind:
     if traits.cross_attention_dim == 1024:  # OpenCLIP ViT-H: SD 2.x
         if traits.inpaint:
             return KINDS["sd2-inpaint"]
-        v = traits.prediction_type == "v_prediction" or traits.sample_size >= 96
-        return KINDS["sd2-v" if v else "sd2"]
+        return KINDS["sd2-v" if traits.prediction_type == "v_prediction" else "sd2"]
     return KINDS["sd15-inpaint" if traits.inpaint else "sd15"]
 
 
