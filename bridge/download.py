@@ -125,10 +125,14 @@ def _explain(repo: str, exc: Exception) -> DownloadError:
 
 
 def _is_network_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the HTTP client failing to reach the Hub: httpx, httpx2 and requests alike."""
     seen: BaseException | None = exc
     while seen is not None:
-        name = type(seen).__name__
-        if isinstance(seen, (ConnectionError, TimeoutError)) or name in ("ConnectError", "ConnectTimeout", "LocalEntryNotFoundError"):
+        names = {cls.__name__ for cls in type(seen).__mro__}
+        if isinstance(seen, (ConnectionError, TimeoutError)) or names & _NETWORK_ERRORS:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+_NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "NetworkError", "TimeoutException", "ConnectionError", "LocalEntryNotFoundError"}

@@ -479,7 +479,9 @@ def _load_tiny_vae(location: str, family: str, device: str, dtype: Any) -> Any |
     local = Path(location).parent / "taesd" if Path(location).is_file() else Path(location) / "taesd"
     if (local / "config.json").exists():
         candidates.append(str(local))
-    candidates.append(FAMILIES[family].taesd_repo)
+    cached = download.cached(FAMILIES[family].taesd_repo)
+    if cached is not None:
+        candidates.append(cached)
     for candidate in candidates:
         try:
             vae = AutoencoderTiny.from_pretrained(candidate, dtype=dtype, local_files_only=True)
