@@ -132,7 +132,7 @@ class Engine:
 
         pixels = bytes(size * size * 4)
         request = p.Generate(
-            job_id="warm-up", image=p.Image(size, size, pixels), prompt="", steps=2, strength=0.5, guidance=0.0, live=True,
+            job_id="warm-up", image=p.Image(size, size, pixels), prompt="", live=True,  # the live recipe, as live frames run
             preview=p.PreviewSettings(every=0),
         )  # fmt: skip
         for _ in self.run(request, _Quiet()):
