@@ -70,13 +70,28 @@ class FakeHub:
 _TAESD = ("madebyollin/taesd", "madebyollin/taesdxl")
 
 
+def api_class(model_info: Any) -> type:
+    """A stand-in for the ``HfApi`` class (a class: libraries imported later annotate with ``HfApi | None``)."""
+
+    class FakeApi:
+        def model_info(self, repo: str, files_metadata: bool = False) -> Any:
+            return model_info(repo, files_metadata=files_metadata)
+
+    return FakeApi
+
+
 @pytest.fixture
 def hub(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     tiny = ensure_tiny_model()
     model = tmp_path / "hub" / "tiny-turbo"
     shutil.copytree(tiny, model, ignore=shutil.ignore_patterns("taesd", "img2img_bridge.json"))
     fake = FakeHub(tmp_path / "hf-cache", {"test-org/tiny-turbo": model, "madebyollin/taesd": tiny / "taesd"})
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: SimpleNamespace(model_info=fake.model_info))
+    # modules that bind huggingface_hub's names at import are imported before the fakes, so they keep the real ones
+    import diffusers
+    import transformers.utils.hub  # noqa: F401
+
+    _ = diffusers.AutoPipelineForImage2Image, diffusers.AutoencoderTiny, diffusers.StableDiffusionImg2ImgPipeline
+    monkeypatch.setattr(huggingface_hub, "HfApi", api_class(fake.model_info))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake.hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake.snapshot_download)
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -124,7 +139,7 @@ def test_without_network_the_message_says_so_and_how_to_get_the_model(hub: FakeH
     def unreachable(repo: str, files_metadata: bool = False) -> Any:
         raise transport_error()("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: SimpleNamespace(model_info=unreachable))
+    monkeypatch.setattr(huggingface_hub, "HfApi", api_class(unreachable))
     with pytest.raises(ModelError) as info:
         load(resolve("test-org/tiny-turbo"), "cpu")
     message = info.value.message
