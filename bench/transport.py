@@ -29,6 +29,10 @@ class EchoEngine:
     def prepare(self, request: p.Generate) -> Any:
         return imaging.decode_rgba(request.image)
 
+    def settings(self, request: p.Generate) -> tuple[int, float, float]:
+        """What the result reports it ran: the request's settings (nothing runs)."""
+        return request.steps or 1, request.guidance or 0.0, request.strength or 1.0
+
     def run(self, request: p.Generate, hooks: JobHooks, prepared: Any = None) -> Iterator[GeneratedImage]:
         source = prepared if prepared is not None else self.prepare(request)
         height, width = source.shape[:2]

@@ -52,7 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="Hub repo id, diffusers folder, .safetensors/.ckpt file, or 'tiny' (default: stabilityai/sd-turbo)"
     )
     serve.add_argument(
-        "--models-dir", action="append", default=[], type=Path, help="offer every checkpoint in this folder to clients (repeatable)"
+        "--models-dir",
+        action="append",
+        default=[],
+        type=Path,
+        help="offer the models in this folder to clients (repeatable): any folder, a ComfyUI or A1111 install, "
+        "or ComfyUI's extra_model_paths.yaml",
+    )
+    serve.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the --model's recipe, e.g. steps=4, guidance=1.5, scheduler=LCMScheduler, kind=sdxl-lightning (see docs/models.md)",
+    )
+    serve.add_argument(
+        "--allow-pickle", action="store_true", help="also load pickled .ckpt checkpoints (they can run code: only from sources you trust)"
     )
     serve.add_argument(
         "--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="where the model runs (default: %(default)s: a GPU if any)"
@@ -122,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("input", type=Path, help="the image (PNG, JPEG, WebP, TIFF…; 16-bit and grayscale too)")
     run.add_argument("--prompt", required=True, help="what the result should show")
     run.add_argument("--negative", default="", help="what it should not show (default: nothing)")
-    run.add_argument("--strength", type=float, default=0.5, help="0-1: low stays close to the input (default: %(default)s)")
-    run.add_argument("--steps", type=int, default=20, help="denoising steps; img2img runs about steps × strength (default: %(default)s)")
-    run.add_argument("--guidance", type=float, default=None, help="default: 0 for turbo models, 7 otherwise")
+    run.add_argument("--strength", type=float, default=None, help="0-1: low stays close to the input (default: the model's recipe)")
+    run.add_argument(
+        "--steps", type=int, default=None, help="the full schedule; img2img runs about steps × strength (default: the model's recipe)"
+    )
+    run.add_argument("--guidance", type=float, default=None, help="0-1 turns guidance off (default: the model's recipe)")
     run.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     run.add_argument("--count", type=int, default=1, help="variations, with seeds seed, seed+1, … (default: %(default)s)")
     run.add_argument(
@@ -191,6 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
     from . import logs
     from .listening import bind
     from .models import DEFAULT_MODEL, ModelError, ModelSpec, pick_device, resolve, scan_models_dir
+    from .recipes import RecipeError, parse_flags
     from .server import ServerConfig, create_app, is_loopback
 
     _raise_file_limit()
@@ -218,17 +236,18 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(exc.message, file=sys.stderr)
         return 2
-    found: list[ModelSpec] = []
-    for folder in args.models_dir:
-        specs = scan_models_dir(folder)
-        if not specs:
-            print(f"note: --models-dir {folder} holds no .safetensors/.ckpt file or diffusers folder", file=sys.stderr)
-        found.extend(specs)
-    catalog = tuple(found)
     model = args.model or DEFAULT_MODEL
     try:
-        resolve(model, list(catalog))
-    except ModelError as exc:
+        recipe = parse_flags(args.recipe)
+        found: list[ModelSpec] = []
+        for folder in args.models_dir:
+            specs = scan_models_dir(folder, allow_pickle=args.allow_pickle)
+            if not specs:
+                print(f"note: --models-dir {folder} holds no model this bridge can load", file=sys.stderr)
+            found.extend(specs)
+        catalog = tuple(found)
+        resolve(model, list(catalog), allow_pickle=args.allow_pickle)
+    except (ModelError, RecipeError) as exc:
         print(exc.message, file=sys.stderr)
         return 2
     limits = p.Limits(max_pixels=args.max_pixels, max_side=args.max_side)
@@ -261,6 +280,8 @@ def _serve(args: argparse.Namespace) -> int:
         bounds=bounds,
         cuda_graphs=args.cuda_graphs,
         live_size=args.live_size,
+        recipe=recipe,
+        allow_pickle=args.allow_pickle,
     )
     web_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"ws://{web_host}:{args.port}{p.WS_PATH}"
@@ -334,7 +355,8 @@ def _run(args: argparse.Namespace) -> int:
                 return 1
             if state.test_model:
                 print(f"note: {state.name} is a test model; its output is noise", flush=True)
-            guidance = args.guidance if args.guidance is not None else (0.0 if "turbo" in (state.name or "") else 7.0)
+            if state.recipe is not None:
+                print(f"{state.name}: {_describe(state.recipe)}", flush=True)
             request = p.Generate(
                 job_id=job_id,
                 image=p.Image(width=rgba.width, height=rgba.height, data=rgba.tobytes()),
@@ -343,7 +365,7 @@ def _run(args: argparse.Namespace) -> int:
                 negative_prompt=args.negative,
                 strength=args.strength,
                 steps=args.steps,
-                guidance=guidance,
+                guidance=args.guidance,
                 seed=args.seed,
                 count=args.count,
                 preview=p.PreviewSettings(every=1 if args.previews is not None else 0),
@@ -376,7 +398,7 @@ def _run(args: argparse.Namespace) -> int:
             print(exc.message, file=sys.stderr)
             return 1
         total = result.timings.get("total_ms", 0.0)
-        print(f"wrote {out} (seed {result.seed}, {total:.0f} ms)")
+        print(f"wrote {out} (seed {result.seed}, {_ran(result)}, {total:.0f} ms)")
     if args.previews is not None:
         print(f"{outcome.previews} previews in {args.previews}")
     return 0
@@ -419,12 +441,30 @@ def _load_model(client: BridgeClient, welcome: p.Welcome, name: str, watch: _Mod
             print(f"the bridge closed the connection while loading {name}", file=sys.stderr)
             return None
         if state.name != name:
+            if state.status is p.ModelStatus.READY and f"could not load {name}" in state.message:
+                print(f"the bridge could not load {name}: {state.message}", file=sys.stderr)  # it still serves the old one
+                return None
             continue
         if state.status is p.ModelStatus.READY:
             return state
         if state.status in (p.ModelStatus.ERROR, p.ModelStatus.NO_MODEL):
             print(f"the bridge could not load {name}: {state.message}", file=sys.stderr)
             return None
+
+
+def _describe(recipe: p.Recipe) -> str:
+    guidance = "off" if recipe.guidance <= 1.0 else f"{recipe.guidance:g}"
+    return (
+        f"{recipe.kind or recipe.family} recipe: {recipe.steps} steps, strength {recipe.strength:g}, guidance {guidance}, "
+        f"{recipe.resolution} px, {recipe.scheduler}"
+    )
+
+
+def _ran(result: p.Result) -> str:
+    """What the bridge reports it ran: the request's settings, or the recipe's where it left them unset."""
+    if result.steps is None or result.strength is None or result.guidance is None:
+        return "settings not reported"
+    return f"steps {result.steps} x strength {result.strength:g}, guidance {result.guidance:g}"
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -18,17 +18,10 @@ import numpy as np
 
 from . import imaging
 from . import protocol as p
+from .families import FAMILIES
 from .models import LoadedModel
 from .regions import Rect
 
-# latent → RGB projections of the predicted clean image, per model family (rows: latent channels)
-_LATENT_RGB = {
-    "sd": ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
-    "sdxl": (
-        [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]],
-        [0.1084, -0.0175, -0.0011],
-    ),
-}
 _PROMPT_CACHE_SIZE = 32
 
 
@@ -107,16 +100,14 @@ class Engine:
         self._prompts: OrderedDict[tuple[str, str, bool], tuple[Any, ...]] = OrderedDict()
         up_factor = 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
         self.multiple = int(self.pipe.vae_scale_factor) * up_factor
-        factors, bias = _LATENT_RGB[model.family]
+        self.family = FAMILIES[model.family]
+        factors, bias = self.family.latent_rgb
         self._latent_rgb = torch.tensor(factors, dtype=torch.float32, device=self.device)
         self._latent_rgb_bias = torch.tensor(bias, dtype=torch.float32, device=self.device)
-        # SDXL's VAE overflows in float16 unless its config says otherwise (diffusers' SDXL pipelines do the same);
-        # SD 1.x/2.x VAEs run in float16 whatever their force_upcast default says
-        self._upcast_vae = (
-            self.dtype == torch.float16 and model.family == "sdxl" and bool(getattr(self.pipe.vae.config, "force_upcast", False))
-        )
-        if self._upcast_vae:
+        if self.family.upcast_vae(self.pipe, self.dtype == torch.float16):
             self.pipe.vae.to(dtype=torch.float32)
+        # distilled LCM UNets take guidance as an embedding of the timestep, not as a second (unconditional) batch
+        self._guidance_dim: int | None = self.pipe.unet.config.get("time_cond_proj_dim")
         # some schedulers (PNDM, SD 1.5's published default) take no generator in step()
         self._step_takes_generator = "generator" in inspect.signature(self.pipe.scheduler.step).parameters
         self._pinned: dict[tuple[int, ...], Any] = {}
@@ -141,7 +132,7 @@ class Engine:
 
         pixels = bytes(size * size * 4)
         request = p.Generate(
-            job_id="warm-up", image=p.Image(size, size, pixels), prompt="", steps=2, strength=0.5, guidance=0.0, live=True,
+            job_id="warm-up", image=p.Image(size, size, pixels), prompt="", live=True,  # the live recipe, as live frames run
             preview=p.PreviewSettings(every=0),
         )  # fmt: skip
         for _ in self.run(request, _Quiet()):
@@ -194,7 +185,7 @@ class Engine:
         started = time.perf_counter()
         fast = request.live and self.model.tiny_vae is not None
         steps, guidance, strength = self.settings(request)
-        do_cfg = guidance > 1.0
+        do_cfg = guidance > 1.0 and self._guidance_dim is None
 
         # 1. the region the model sees, scaled to its working size and padded to what the UNet needs
         region = job.region
@@ -224,7 +215,8 @@ class Engine:
 
         # 3. the prompt, encoded once per distinct text
         embeds = self._prompt_embeds(request.prompt, request.negative_prompt, do_cfg)
-        added = self._added_conditions(embeds, ws, do_cfg)
+        added = self.family.added_conditions(self.pipe, embeds, ws.padded_height, ws.padded_width, do_cfg, self.dtype)
+        guidance_cond = self._guidance_embedding(guidance)
 
         # 4. the timesteps that strength leaves
         scheduler = self.pipe.scheduler
@@ -252,10 +244,17 @@ class Engine:
                 if masked_latents is not None and latent_mask is not None:
                     extra = torch.cat([latent_mask, masked_latents], dim=1)
                     model_in = torch.cat([model_in, torch.cat([extra] * 2) if do_cfg else extra], dim=1)
-                if request.live and self._graphed is not None:
+                if request.live and self._graphed is not None and guidance_cond is None:
                     noise_pred = self._graphed(model_in, t, embeds[0], added)
                 else:
-                    noise_pred = self.pipe.unet(model_in, t, encoder_hidden_states=embeds[0], added_cond_kwargs=added, return_dict=False)[0]
+                    noise_pred = self.pipe.unet(
+                        model_in,
+                        t,
+                        encoder_hidden_states=embeds[0],
+                        timestep_cond=guidance_cond,
+                        added_cond_kwargs=added,
+                        return_dict=False,
+                    )[0]
                 if do_cfg:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + guidance * (cond - uncond)
@@ -373,33 +372,15 @@ class Engine:
         if cached is not None:
             self._prompts.move_to_end(key)
             return cached
-        torch = self.torch
-        if self.model.family == "sdxl":
-            pos, neg, pooled, neg_pooled = self.pipe.encode_prompt(
-                prompt=prompt,
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=do_cfg,
-                negative_prompt=negative or None,
-            )
-            embeds: tuple[Any, ...] = (torch.cat([neg, pos]) if do_cfg else pos, torch.cat([neg_pooled, pooled]) if do_cfg else pooled)
-        else:
-            pos, neg = self.pipe.encode_prompt(prompt, self.device, 1, do_cfg, negative_prompt=negative or None)
-            embeds = (torch.cat([neg, pos]) if do_cfg else pos,)
+        embeds = self.family.encode_prompt(self.pipe, prompt, negative, self.device, do_cfg)
         self._prompts[key] = embeds
         if len(self._prompts) > _PROMPT_CACHE_SIZE:
             self._prompts.popitem(last=False)
         return embeds
 
-    def _added_conditions(self, embeds: tuple[Any, ...], ws: imaging.WorkingSize, do_cfg: bool) -> dict[str, Any] | None:
-        if self.model.family != "sdxl":
+    def _guidance_embedding(self, guidance: float) -> Any:
+        """LCM's guidance input: an embedding of (guidance - 1), as diffusers' pipelines build it."""
+        if self._guidance_dim is None:
             return None
-        torch = self.torch
-        h, w = ws.padded_height, ws.padded_width
-        if getattr(self.pipe.config, "requires_aesthetics_score", False):
-            pos_ids, neg_ids = [h, w, 0, 0, 6.0], [h, w, 0, 0, 2.5]
-        else:
-            pos_ids = neg_ids = [h, w, 0, 0, h, w]
-        ids = [neg_ids, pos_ids] if do_cfg else [pos_ids]
-        time_ids = torch.tensor(ids, device=self.device, dtype=self.dtype)
-        return {"text_embeds": embeds[1], "time_ids": time_ids}
+        w = self.torch.tensor([guidance - 1.0])
+        return self.pipe.get_guidance_scale_embedding(w, embedding_dim=self._guidance_dim).to(self.device, self.dtype)

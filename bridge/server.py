@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any, AsyncIterator, Callable
 
@@ -28,7 +28,8 @@ from . import __version__
 from . import protocol as p
 from .bounds import ByteBudget, ServerBounds, input_bytes
 from .jobs import Job, JobQueue, JobState
-from .models import TINY_MODEL_NAME, LoadedModel, ModelError, ModelSpec, load, resolve
+from .models import TINY_MODEL_NAME, LoadedModel, LoadPlan, ModelError, ModelSpec, load_planned, plan, resolve, with_recipe
+from .recipes import Overrides
 from .status import ClientView, JobRecord, StatusBoard
 
 log = logging.getLogger("img2img_bridge")
@@ -56,6 +57,10 @@ class ServerConfig:
     #: capture the UNet in CUDA graphs for live jobs, warmed up at load for ``live_size``² frames
     cuda_graphs: bool = False
     live_size: int = 512
+    #: recipe fields set by ``serve --recipe``, for the model given with ``--model``
+    recipe: Overrides = field(default_factory=Overrides)
+    #: load pickled ``.ckpt`` checkpoints (they can run code)
+    allow_pickle: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -247,6 +252,7 @@ class Bridge:
         self._loading: asyncio.Future[None] | None = None
         self._loading_spec: ModelSpec | None = None
         self._wanted: ModelSpec | None = None
+        self._offered: list[ModelSpec] | None = None
         #: the last jobs that ended, the last results' thumbnails, live frame rates
         self.board = StatusBoard()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -276,20 +282,26 @@ class Bridge:
     # --- models ---------------------------------------------------------------------------
 
     def offered(self) -> list[ModelSpec]:
-        """What clients may load: the operator's --model, the --models-dir catalog and the tiny model."""
-        specs: list[ModelSpec] = list(self.config.catalog)
-        names = {s.name for s in specs}
-        for extra in (self.config.model, TINY_MODEL_NAME):
-            if extra and extra not in names:
-                try:
-                    specs.append(resolve(extra))
-                except ModelError:
-                    continue
-                names.add(extra)
-        return specs
+        """What clients may load: the operator's --model, the --models-dir catalog and the tiny model (found once)."""
+        if self._offered is None:
+            specs: list[ModelSpec] = list(self.config.catalog)
+            names = {s.name for s in specs}
+            for extra in (self.config.model, TINY_MODEL_NAME):
+                if extra and extra not in names:
+                    try:
+                        specs.append(with_recipe(resolve(extra, allow_pickle=self.config.allow_pickle)))
+                    except ModelError:
+                        continue
+                    names.add(extra)
+            self._offered = specs
+        return self._offered
 
     def models(self) -> tuple[p.ModelInfo, ...]:
-        return tuple(s.info for s in self.offered())
+        """The offered models; the loaded one with the recipe it really runs with."""
+        loaded = self.loaded
+        return tuple(
+            replace(s.info, recipe=loaded.recipe) if loaded is not None and loaded.spec.name == s.name else s.info for s in self.offered()
+        )
 
     def _offered_spec(self, name: str) -> ModelSpec:
         """The spec of an offered model; anything else is refused without looking at the disk."""
@@ -346,18 +358,59 @@ class Bridge:
         self._loading.add_done_callback(lambda _: self._start_load())
 
     def _load_blocking(self, spec: ModelSpec) -> None:
+        overrides = self.config.recipe if spec.name == self.config.model else Overrides()
+        try:
+            # files, recipe and architecture first: a model that cannot load leaves the current one serving
+            planned = plan(spec, overrides=overrides, on_download=self._download_progress(spec))
+        except ModelError as exc:
+            self._call_soon(self._load_failed, spec, exc.message)
+            return
         previous = self.loaded.spec if self.loaded is not None else None
-        failure = self._try_load(spec)
+        failure = self._try_load(spec, planned)
         if failure is None:
             return
         status = p.ModelStatus.NO_MODEL if spec.source == "hub" else p.ModelStatus.ERROR
         self._call_soon(self._set_state, p.ModelState(name=spec.name, status=status, message=failure))
         if previous is not None and previous != spec:
-            # a failed switch must not leave every client without a model
-            self._try_load(previous)
+            # the weights failed after the current model was let go: a failed switch must not leave every client without one
+            try:
+                self._try_load(previous, plan(previous))
+            except ModelError as exc:
+                log.error("reloading %s failed: %s", previous.name, exc.message)
 
-    def _try_load(self, spec: ModelSpec) -> str | None:
-        """Load ``spec`` in place of the current model; returns None, or why it failed."""
+    def _load_failed(self, spec: ModelSpec, message: str) -> None:
+        log.error("%s", message)
+        if self.loaded is None:
+            status = p.ModelStatus.NO_MODEL if spec.source == "hub" else p.ModelStatus.ERROR
+            self._set_state(p.ModelState(name=spec.name, status=status, message=message))
+            return
+        kept = self.loaded.state
+        self._set_state(replace(kept, message=f"could not load {spec.name}: {message}; still serving {kept.name}"))
+
+    def _download_progress(self, spec: ModelSpec) -> Callable[[int, int], None]:
+        """A callback that turns downloaded bytes into model states, one per percent."""
+        shown = [-1]
+
+        def downloaded(done: int, total: int) -> None:
+            percent = done * 100 // total if total else 0
+            if percent == shown[0] and done < total:
+                return  # one event per percent: a download is thousands of chunks
+            shown[0] = percent
+            text = f"downloading {spec.name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
+            state = p.ModelState(
+                name=spec.name,
+                status=p.ModelStatus.LOADING,
+                message=text,
+                progress=0.05 + 0.15 * percent / 100,
+                downloaded=done,
+                download_size=total,
+            )
+            self._call_soon(self._set_state, state)
+
+        return downloaded
+
+    def _try_load(self, spec: ModelSpec, planned: LoadPlan) -> str | None:
+        """Load ``spec`` (already planned) in place of the current model; returns None, or why it failed."""
         from .engine import Engine
 
         def progress(fraction: float, text: str) -> None:
@@ -367,7 +420,7 @@ class Bridge:
         try:
             self.engine = None
             self.loaded = None
-            loaded = load(spec, self.config.device, progress)
+            loaded = load_planned(planned, self.config.device, progress)
             engine = Engine(loaded, cuda_graphs=self.config.cuda_graphs)
             if self.config.cuda_graphs and loaded.device == "cuda":
                 progress(0.9, f"capturing CUDA graphs for {self.config.live_size}² live frames")
@@ -608,6 +661,9 @@ class Bridge:
         state = self.model_state
         health: dict[str, Any] = {
             "status": state.status.value,
+            "progress": state.progress,
+            "downloaded": state.downloaded,
+            "download_size": state.download_size,
             "test_model": state.test_model,
             "device": self.config.device,
             "queue": len(self.queue),
@@ -618,7 +674,8 @@ class Bridge:
         }
         if detailed:
             recent = [{k: v for k, v in asdict(r).items() if k in _HEALTH_JOB_FIELDS} for r in self.board.recent(10)]
-            health.update(model=state.name, message=state.message, recent_jobs=recent)
+            recipe = None if state.recipe is None else state.recipe.to_wire()
+            health.update(model=state.name, message=state.message, recipe=recipe, recent_jobs=recent)
         return health
 
     def status(self) -> dict[str, Any]:

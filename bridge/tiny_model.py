@@ -12,10 +12,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 TINY_MODEL_NAME = "tiny"
 TINY_RESOLUTION = 128
-_FORMAT_VERSION = 2  # bump when the architecture below changes, so caches are rebuilt
+_FORMAT_VERSION = 3  # bump when the architecture below changes, so caches are rebuilt
 
 
 def cache_root() -> Path:
@@ -32,13 +33,17 @@ def tiny_model_dir(inpaint: bool = False) -> Path:
 
 def ensure_tiny_model(inpaint: bool = False) -> Path:
     """Build the tiny model's diffusers folder unless it is already cached; return its path."""
-    target = tiny_model_dir(inpaint)
+    return cached_folder(tiny_model_dir(inpaint), lambda staging: save_tiny_model(staging, inpaint=inpaint))
+
+
+def cached_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """``target``, built by ``build`` into a staging folder and renamed into place unless a model_index.json is there."""
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        save_tiny_model(staging, inpaint=inpaint)
+        build(staging)
         try:
             staging.rename(target)
         except OSError:  # another process finished first
@@ -140,4 +145,6 @@ def save_tiny_model(path: Path, *, inpaint: bool = False) -> None:
         latent_channels=4,
     )
     taesd.save_pretrained(path / "taesd")  # type: ignore[attr-defined]
-    (path / "img2img_bridge.json").write_text(json.dumps({"test_model": True, "resolution": TINY_RESOLUTION}), encoding="utf-8")
+    (path / "img2img_bridge.json").write_text(
+        json.dumps({"test_model": True, "kind": "sd-turbo", "resolution": TINY_RESOLUTION}), encoding="utf-8"
+    )

@@ -329,3 +329,19 @@ def test_a_wrong_token_is_never_echoed(tmp_path: Path) -> None:
             assert done.returncode == 1
             assert "check the token" in done.stderr
             assert "WRONG-SECRET-1" not in done.stderr + done.stdout
+
+
+def test_run_left_to_the_recipe_prints_it_and_the_settings_that_ran(served: Served, tmp_path: Path) -> None:
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "in.png")
+    done = cli("run", str(tmp_path / "in.png"), "--prompt", "a fox", "--out", str(tmp_path / "out.png"), "--url", served.url)
+    assert done.returncode == 0, done.stderr
+    # the tiny model stands in for sd-turbo: two steps at strength 0.5 run one, with guidance off
+    assert "tiny: sd-turbo recipe: 2 steps, strength 0.5, guidance off, 128 px, EulerDiscreteScheduler" in done.stdout
+    assert "step 1/1" in done.stdout
+    assert "steps 2 x strength 0.5, guidance 0" in done.stdout
+
+
+def test_run_help_says_unset_settings_come_from_the_recipe() -> None:
+    done = cli("run", "--help")
+    assert done.returncode == 0
+    assert " ".join(done.stdout.split()).count("(default: the model's recipe)") == 3

@@ -48,7 +48,7 @@ def engine(tiny: LoadedModel) -> Engine:
 def inpaint_engine(model_cache: Path, device: str) -> Iterator[Engine]:
     folder = ensure_tiny_model(inpaint=True)
     loaded = models.load(ModelSpec("tiny-inpaint", "folder", str(folder)), device)
-    assert loaded.inpaint_unet and loaded.inpaint is not None
+    assert loaded.inpaint_unet and loaded.recipe.inpaint
     yield Engine(loaded)
 
 
@@ -292,3 +292,120 @@ def test_cuda_graphs_are_captured_at_warm_up_and_replayed_for_live_jobs(cuda_dev
     other_size = generate(noise_image(160, 80), steps=2, strength=0.5, guidance=0.0, live=True)
     list(graphed.run(other_size, Hooks()))
     assert len(graphed._graphed._graphs) == 2
+
+
+# --- recipes: what a real model of each kind gets when the request leaves its settings unset ---------------
+
+
+class UNetCalls:
+    """Records the batch size and guidance embedding of every UNet evaluation."""
+
+    def __init__(self, model: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[int] = []
+        self.timestep_cond: list[bool] = []
+        unet = model.img2img.unet
+        real = unet.forward
+
+        def forward(sample: Any, *args: Any, **kwargs: Any) -> Any:
+            self.batches.append(int(sample.shape[0]))
+            self.timestep_cond.append(kwargs.get("timestep_cond") is not None)
+            return real(sample, *args, **kwargs)
+
+        monkeypatch.setattr(unet, "forward", forward)
+
+
+@pytest.fixture(scope="module")
+def heun(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    return tiny_named(tmp_path_factory.mktemp("heun"), "sd-heun", {"scheduler": "HeunDiscreteScheduler", "guidance": 0.0})
+
+
+def tiny_named(root: Path, name: str, recipe: dict[str, Any] | None = None) -> LoadedModel:
+    """The tiny model's weights under a real model's name, with no test-model recipe file: classified like a download."""
+    import json
+    import shutil
+
+    folder = root / name
+    shutil.copytree(ensure_tiny_model(), folder)
+    (folder / "img2img_bridge.json").unlink()
+    if recipe is not None:
+        (folder / "img2img_bridge.json").write_text(json.dumps(recipe), encoding="utf-8")
+    return models.load(ModelSpec(name, "folder", str(folder)), "cpu")
+
+
+def unset(pixels: np.ndarray, **fields: Any) -> p.Generate:
+    height, width = pixels.shape[:2]
+    return p.Generate(job_id="j", image=p.Image(width, height, pixels.tobytes()), prompt="a castle", seed=1, **fields)
+
+
+def test_a_turbo_model_left_to_its_recipe_runs_one_step_with_guidance_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_named(tmp_path, "sd-turbo")
+    engine = Engine(model)
+    calls = UNetCalls(model, monkeypatch)
+    hooks = Hooks()
+    list(engine.run(unset(noise_image(64, 64)), hooks))
+    assert (model.recipe.kind, engine.settings(unset(noise_image(8, 8)))) == ("sd-turbo", (2, 0.0, 0.5))
+    assert calls.batches == [1], "two steps at strength 0.5 run one UNet evaluation, without a guidance batch"
+    assert hooks.steps == [(0, 1, 1)]
+    assert type(model.img2img.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert model.img2img.scheduler.config.timestep_spacing == "trailing"
+    calls.batches.clear()
+    list(engine.run(unset(noise_image(64, 64), live=True), Hooks()))
+    assert calls.batches == [1]
+
+
+def test_an_sd15_model_left_to_its_recipe_gets_classifier_free_guidance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_named(tmp_path, "stable-diffusion-v1-5")
+    engine = Engine(model)
+    calls = UNetCalls(model, monkeypatch)
+    hooks = Hooks()
+    list(engine.run(unset(noise_image(64, 64)), hooks))
+    assert model.recipe.kind == "sd15" and engine.settings(unset(noise_image(8, 8))) == (30, 7.5, 0.6)
+    assert calls.batches == [2] * 18, "30 steps at strength 0.6, each with the unconditional batch"
+    assert [step for _, step, _ in hooks.steps] == list(range(1, 19)) and {total for _, _, total in hooks.steps} == {18}
+    calls.batches.clear()
+    list(engine.run(unset(noise_image(64, 64), live=True), Hooks()))
+    assert calls.batches == [2] * 4, "the live recipe: 10 steps at strength 0.4"
+    calls.batches.clear()
+    list(engine.run(unset(noise_image(64, 64), steps=4, guidance=1.0, strength=1.0), Hooks()))
+    assert calls.batches == [1] * 4, "settings the request sends win over the recipe"
+
+
+@pytest.mark.parametrize(("steps", "strength", "runs"), [(10, 0.3, 3), (10, 0.01, 1), (4, 1.0, 4), (3, 0.5, 1)])
+def test_second_order_schedulers_run_steps_times_strength_and_report_every_evaluation(
+    heun: LoadedModel, monkeypatch: pytest.MonkeyPatch, steps: int, strength: float, runs: int
+) -> None:
+    model = heun
+    assert model.img2img.scheduler.order == 2
+    calls = UNetCalls(model, monkeypatch)
+    hooks = Hooks()
+    list(Engine(model).run(unset(noise_image(64, 64), steps=steps, strength=strength), hooks))
+    assert len(calls.batches) == 2 * runs - 1, "Heun evaluates twice per step but once on the last"
+    assert [step for _, step, _ in hooks.steps] == list(range(1, len(calls.batches) + 1))
+    assert {total for _, _, total in hooks.steps} == {len(calls.batches)}
+
+
+@pytest.mark.parametrize(("steps", "strength", "runs"), [(2, 0.5, 1), (4, 0.5, 2), (4, 0.25, 1), (1, 0.1, 1)])
+def test_trailing_spacing_runs_steps_times_strength(engine: Engine, steps: int, strength: float, runs: int) -> None:
+    hooks = Hooks()
+    list(engine.run(unset(noise_image(64, 64), steps=steps, strength=strength, guidance=0.0), hooks))
+    assert len(hooks.steps) == runs
+
+
+def test_a_distilled_lcm_unet_takes_guidance_as_an_embedding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    folder = tmp_path / "lcm-distilled"
+    shutil.copytree(ensure_tiny_model(), folder)
+    (folder / "img2img_bridge.json").unlink()
+    config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    config["time_cond_proj_dim"] = 32
+    UNet2DConditionModel.from_config(config).save_pretrained(folder / "unet")
+    model = models.load(ModelSpec("my-model", "folder", str(folder)), "cpu")
+    assert (model.recipe.kind, model.recipe.scheduler, model.recipe.guidance) == ("sd-lcm", "LCMScheduler", 8.0)
+    assert type(model.img2img.scheduler).__name__ == "LCMScheduler"
+    calls = UNetCalls(model, monkeypatch)
+    list(Engine(model).run(unset(noise_image(64, 64)), Hooks()))
+    assert calls.batches == [1, 1] and all(calls.timestep_cond), "4 steps at strength 0.5, guidance embedded, no second batch"

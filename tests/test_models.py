@@ -147,26 +147,99 @@ def test_resolve_prefers_the_catalog() -> None:
     assert resolve("tiny", [listed]).source == "builtin"
 
 
-def test_scan_models_dir_finds_checkpoints_and_diffusers_folders(tmp_path: Path) -> None:
+def place(single_file: Path, *targets: Path) -> None:
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(single_file, target)
+
+
+def junk(folder: Path) -> None:
+    """What models folders also hold: placeholders, notes, a LoRA, a truncated download, a config-only folder."""
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoints/put_checkpoints_here").write_bytes(b"")
+    (folder / "checkpoints/notes.txt").write_text("hi", encoding="utf-8")
+    from safetensors.torch import save_file
+
+    save_file({"lora_unet_down_blocks_0.alpha": torch.ones(1)}, str(folder / "checkpoints/style-lora.safetensors"))
+    (folder / "checkpoints/half.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    (folder / "diffusers/configs-only/unet").mkdir(parents=True)
+    (folder / "diffusers/configs-only/model_index.json").write_text("{}", encoding="utf-8")
+
+
+def test_scan_models_dir_finds_checkpoints_and_diffusers_folders_and_skips_junk(
+    single_file: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
     models = tmp_path / "models"
-    for path in (
-        "checkpoints/sd15.safetensors",
-        "checkpoints/SDXL/juggernaut.CKPT",
-        "checkpoints/put_checkpoints_here",
-        "checkpoints/notes.txt",
-        "diffusers/my-model/unet/diffusion_pytorch_model.safetensors",
-        "diffusers/my-model/vae/diffusion_pytorch_model.safetensors",
-        "diffusers/my-model/text_encoder/model.safetensors",
-    ):
-        (models / path).parent.mkdir(parents=True, exist_ok=True)
-        (models / path).write_bytes(b"")
-    (models / "diffusers/my-model/model_index.json").write_text("{}", encoding="utf-8")
+    place(single_file, models / "checkpoints/sd15.safetensors", models / "checkpoints/SDXL/nested.safetensors")
+    (models / "checkpoints/SDXL/old.ckpt").write_bytes(b"")
+    shutil.copytree(tiny_folder, models / "diffusers/my-model")
+    junk(models)
     found = {(s.name, s.source, s.location) for s in scan_models_dir(models)}
     assert found == {
         ("checkpoints/sd15.safetensors", "file", str(models / "checkpoints/sd15.safetensors")),
-        ("checkpoints/SDXL/juggernaut.CKPT", "file", str(models / "checkpoints/SDXL/juggernaut.CKPT")),
+        ("checkpoints/SDXL/nested.safetensors", "file", str(models / "checkpoints/SDXL/nested.safetensors")),
         ("diffusers/my-model", "folder", str(models / "diffusers/my-model")),
     }
+    with_pickles = {s.name for s in scan_models_dir(models, allow_pickle=True)}
+    assert "checkpoints/SDXL/old.ckpt" in with_pickles
+
+
+def test_scanned_models_carry_their_recipe(single_file: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    place(single_file, tmp_path / "dreamshaper_8.safetensors", tmp_path / "sdxl_lightning_4step.safetensors")
+    recipes = {s.name: s.info.recipe for s in scan_models_dir(tmp_path)}
+    assert recipes["dreamshaper_8.safetensors"] is not None and recipes["dreamshaper_8.safetensors"].kind == "sd15"
+    assert recipes["dreamshaper_8.safetensors"].guidance == 7.5
+    # an SD 1.x architecture named like an SDXL distillation stays an SD model
+    assert recipes["sdxl_lightning_4step.safetensors"] is not None and recipes["sdxl_lightning_4step.safetensors"].family == "sd"
+
+
+def test_a_comfyui_install_offers_its_checkpoints_and_diffusers_folders(single_file: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    comfy = tmp_path / "ComfyUI"
+    place(single_file, comfy / "models/checkpoints/sd15.safetensors")
+    place(single_file, comfy / "models/loras/not-a-model.safetensors")
+    shutil.copytree(tiny_folder, comfy / "models/diffusers/tiny")
+    names = {s.name for s in scan_models_dir(comfy)}
+    assert names == {"models/checkpoints/sd15.safetensors", "models/diffusers/tiny"}
+
+
+def test_an_a1111_install_offers_models_stable_diffusion(single_file: Path, tmp_path: Path) -> None:
+    webui = tmp_path / "stable-diffusion-webui"
+    place(single_file, webui / "models/Stable-diffusion/v1-5.safetensors", webui / "models/Lora/style.safetensors")
+    assert [s.name for s in scan_models_dir(webui)] == ["models/Stable-diffusion/v1-5.safetensors"]
+
+
+def test_comfyuis_extra_model_paths_yaml_is_followed(single_file: Path, tmp_path: Path) -> None:
+    webui = tmp_path / "webui"
+    place(single_file, webui / "models/Stable-diffusion/a.safetensors", tmp_path / "more/b.safetensors")
+    yaml_file = tmp_path / "ComfyUI" / "extra_model_paths.yaml"
+    yaml_file.parent.mkdir()
+    yaml_file.write_text(
+        f"a111:\n    base_path: {webui}\n    checkpoints: models/Stable-diffusion\n    loras: models/Lora\n"
+        f"mine:\n    base_path: {tmp_path}\n    checkpoints: |\n        more\n        missing\n",
+        encoding="utf-8",
+    )
+    for given in (yaml_file, yaml_file.parent):
+        assert sorted(s.location for s in scan_models_dir(given)) == [
+            str(tmp_path / "more/b.safetensors"),
+            str(webui / "models/Stable-diffusion/a.safetensors"),
+        ]
+
+
+def test_a_broken_extra_model_paths_yaml_names_the_file(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text("- just\n- a list\n", encoding="utf-8")
+    with pytest.raises(ModelError) as info:
+        scan_models_dir(tmp_path)
+    assert str(yaml_file) in info.value.message
+
+
+def test_pickled_checkpoints_are_refused_without_the_flag(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "old.ckpt"
+    checkpoint.write_bytes(b"")
+    with pytest.raises(ModelError) as info:
+        resolve(str(checkpoint))
+    assert "--allow-pickle" in info.value.message and "run any code" in info.value.message
+    assert resolve(str(checkpoint), allow_pickle=True).source == "file"
 
 
 def test_scan_models_dir_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
@@ -178,7 +251,8 @@ def test_load_the_tiny_model(tiny_model: LoadedModel) -> None:
     assert tiny_model.resolution == TINY_RESOLUTION == 128
     assert tiny_model.test_model
     assert tiny_model.tiny_vae is not None
-    assert (tiny_model.inpaint, tiny_model.inpaint_unet) == (None, False)
+    assert not tiny_model.inpaint_unet and not tiny_model.recipe.inpaint
+    assert (tiny_model.recipe.kind, tiny_model.recipe.steps, tiny_model.recipe.guidance) == ("sd-turbo", 2, 0.0)
     assert (tiny_model.device, tiny_model.dtype) == ("cpu", torch.float32)
     assert tiny_model.state.test_model and tiny_model.state.status is p.ModelStatus.READY
 
@@ -261,15 +335,15 @@ def test_a_single_file_checkpoint_generates_what_its_diffusers_folder_does(singl
     assert np.array_equal(result.pixels, reference[0].pixels)
 
 
-def test_a_checkpoint_without_its_config_folder_fails_offline_naming_the_folder(tiny_folder: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_unlike_the_published_architectures_fails_in_one_line(tiny_folder: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "lonely.safetensors"
     write_single_file(tiny_folder, checkpoint)
-    shutil.rmtree(checkpoint.with_suffix(""))
+    shutil.rmtree(checkpoint.with_suffix(""))  # without its own configs, the shipped SD 1.5 ones are used: the widths differ
     with pytest.raises(ModelError) as info:
         load(resolve(str(checkpoint)), "cpu")
     assert info.value.code is p.ErrorCode.MODEL_LOAD_FAILED
-    assert "lonely.safetensors" in info.value.message
-    assert "a diffusers folder named lonely beside the file" in info.value.message
+    assert info.value.message.startswith("could not load checkpoint lonely.safetensors: ")
+    assert "\n" not in info.value.message
 
 
 def test_a_corrupt_checkpoint_is_a_load_failure(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import shutil
 import threading
 import time
 import urllib.error
@@ -24,7 +25,7 @@ from websockets.sync.client import connect as ws_connect
 from bridge import protocol as p
 from bridge.client import BridgeClient, ClientError, Disconnected, new_job_id
 from bridge.jobs import JobState
-from bridge.models import scan_models_dir
+from bridge.models import ModelSpec
 from bridge.server import ServerConfig
 from tests.bridge_server import RunningBridge, free_port, running_bridge
 from tests.memory import exhausted_memory
@@ -495,12 +496,22 @@ def model_states(events: Events, until: p.ModelStatus, name: str) -> list[p.Mode
     return states
 
 
-def test_a_model_that_fails_to_load_leaves_the_previous_one_serving(model_cache: object, tmp_path: Path) -> None:
-    broken = tmp_path / "models" / "broken-model"
-    broken.mkdir(parents=True)
-    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}')
-    catalog = tuple(scan_models_dir(tmp_path / "models"))
-    with running_bridge(ServerConfig(model="tiny", device="cpu", catalog=catalog)) as server:
+def broken_model(tmp_path: Path, weights: bool = False) -> tuple[ModelSpec, ...]:
+    """A catalog offering "broken-model": the tiny model without its UNet config, or (``weights``) with cut-off UNet weights."""
+    from bridge.tiny_model import ensure_tiny_model
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(ensure_tiny_model(), broken)
+    if weights:
+        unet = next((broken / "unet").glob("*.safetensors"))
+        unet.write_bytes(unet.read_bytes()[: unet.stat().st_size // 2])
+    else:
+        (broken / "unet" / "config.json").unlink()
+    return (ModelSpec("broken-model", "folder", str(broken)),)
+
+
+def test_weights_that_fail_after_the_switch_bring_the_previous_model_back(model_cache: object, tmp_path: Path) -> None:
+    with running_bridge(ServerConfig(model="tiny", device="cpu", catalog=broken_model(tmp_path, weights=True))) as server:
         events = Events()
         with BridgeClient(server.url, on_event=events) as client:
             client.load_model("broken-model")
@@ -512,10 +523,7 @@ def test_a_model_that_fails_to_load_leaves_the_previous_one_serving(model_cache:
 
 
 def test_a_job_cancelled_while_a_model_loads_ends_once_and_its_id_is_free_again(model_cache: object, tmp_path: Path) -> None:
-    broken = tmp_path / "models" / "broken-model"
-    broken.mkdir(parents=True)
-    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
-    config = ServerConfig(model="tiny", device="cpu", catalog=tuple(scan_models_dir(tmp_path / "models")))
+    config = ServerConfig(model="tiny", device="cpu", catalog=broken_model(tmp_path))
     with running_bridge(config) as server:
         events = Events()
         with BridgeClient(server.url, on_event=events) as client:
@@ -608,16 +616,16 @@ def test_only_offered_models_load_and_errors_do_not_tell_what_exists(model_cache
         events = Events()
         with BridgeClient(server.url, on_event=events) as client:
             client.load_model("someone/some-model")  # offline: it cannot be found, but it was allowed to try
-            states = model_states(events, p.ModelStatus.NO_MODEL, "someone/some-model")
-            assert states[0].status is p.ModelStatus.LOADING
-            model_states(events, p.ModelStatus.READY, "tiny")
+            states = model_states(events, p.ModelStatus.READY, "tiny")
+            assert (states[0].status, states[0].name) == (p.ModelStatus.LOADING, "someone/some-model")
+            assert (
+                states[-1].message.startswith("could not load someone/some-model: ")
+                and "not in the Hugging Face cache" in states[-1].message
+            )
 
 
 def test_loads_coalesce_and_cannot_starve_another_clients_job(model_cache: object, tmp_path: Path) -> None:
-    broken = tmp_path / "models" / "broken-model"
-    broken.mkdir(parents=True)
-    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
-    config = ServerConfig(model="tiny", device="cpu", catalog=tuple(scan_models_dir(tmp_path / "models")))
+    config = ServerConfig(model="tiny", device="cpu", catalog=broken_model(tmp_path))
     with running_bridge(config) as server:
         loader_events, worker_events = Events(), Events()
         with BridgeClient(server.url, on_event=loader_events) as loader, BridgeClient(server.url, on_event=worker_events) as worker:
@@ -638,3 +646,38 @@ def test_loads_coalesce_and_cannot_starve_another_clients_job(model_cache: objec
                 if isinstance(e, p.ModelStatusEvent) and e.model.status is p.ModelStatus.LOADING and e.model.progress == 0.0
             ]
             assert len(started) <= 3, started  # the running load, the newest wanted one, the restore of the previous model
+
+
+@pytest.mark.parametrize(
+    ("write", "says"),
+    [
+        (
+            lambda folder: (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}'),
+            "unet/config.json: cannot be read",
+        ),
+        (lambda folder: (folder / "img2img_bridge.json").write_text('{"steps": 0}'), "img2img_bridge.json: field 'steps' must be"),
+    ],
+    ids=["no unet config", "bad recipe file"],
+)
+def test_a_model_that_fails_to_load_leaves_the_current_one_serving(
+    model_cache: object, tmp_path: Path, write: Callable[[Path], object], says: str
+) -> None:
+    from bridge.tiny_model import ensure_tiny_model
+
+    catalog = broken_model(tmp_path)
+    broken = Path(catalog[0].location)
+    write(broken)
+    if "recipe" in says:
+        shutil.copy2(ensure_tiny_model() / "unet" / "config.json", broken / "unet" / "config.json")
+    with running_bridge(ServerConfig(model="tiny", device="cpu", catalog=catalog)) as server:
+        events = Events()
+        with BridgeClient(server.url, on_event=events) as client:
+            client.load_model("broken-model")
+            state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
+            while state.status is p.ModelStatus.LOADING:
+                state = events.wait(p.ModelStatusEvent, timeout=TIMEOUT).model
+            assert (state.status, state.name) == (p.ModelStatus.READY, "tiny")
+            assert state.message.startswith("could not load broken-model: ") and says in state.message
+            assert state.message.endswith("still serving tiny") and "\n" not in state.message
+            assert client.run(request(photo(32, 32)), timeout=TIMEOUT).ok
+            assert server.health()["status"] == "ready"
