@@ -302,7 +302,7 @@ def test_every_option_has_help_and_the_commands_have_examples() -> None:
     for name in ("serve", "run"):
         text = commands[name].format_help()
         assert "examples:" in text and "(default: " in text
-    assert "(default: 0.5)" in commands["run"].format_help()
+    assert "(default: the model's recipe)" in commands["run"].format_help()
 
 
 def test_models_dir_that_does_not_exist_is_an_error(tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_an_unknown_repo_is_named(hub: FakeHub) -> None:
 
 
 def test_clients_see_the_download_in_bytes_then_the_ready_model(hub: FakeHub) -> None:
-    with running_bridge(ServerConfig(model="tiny", device="cpu")) as server:
+    with running_bridge(ServerConfig(model="tiny", device="cpu", allow_hub=True)) as server:
         events = Events()
         with BridgeClient(server.url, on_event=events) as client:
             client.load_model("test-org/tiny-turbo")

@@ -282,13 +282,15 @@ def test_hf_hub_offline_is_read_as_the_hub_reads_it(monkeypatch: pytest.MonkeyPa
     downloads: list[str] = []
 
     def snapshot_download(repo_id: str, local_files_only: bool = False, **kwargs: object) -> str:
-        # the network is off limits in tests: this stands in for the Hub, which has no copy either
-        if local_files_only:
-            raise FileNotFoundError(repo_id)
+        raise FileNotFoundError(repo_id)  # the cache has no copy
+
+    def model_info(self: object, repo_id: str, **kwargs: object) -> object:
+        # the network is off limits in tests: this stands in for the Hub, which cannot be reached either
         downloads.append(repo_id)
         raise ConnectionError("no network in tests")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     monkeypatch.delenv("IMG2IMG_BRIDGE_OFFLINE", raising=False)
     with pytest.raises(ModelError) as info:
