@@ -142,6 +142,28 @@ def test_live_mode_coalesces_edits_renders_the_last_state_and_stops_cleanly(krit
     assert facts["end"] in ("JobCancelled", "JobResult")
     assert facts["live_off"] == "off" and facts["timer_after"] is False
     assert facts["jobs_after_off"] == 0
+    assert facts["apply_enabled_after_off"] is False and facts["layers_added_by_apply_after_off"] == 0
+
+
+def test_a_half_transparent_layer_is_replaced_by_its_result_not_covered(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_half_transparent")
+    assert facts["job"]["ready"], facts["job"]["error"]
+    name = "e2e half (seed 1234)"
+    assert facts["names"][-2:] == ["half", name]
+    assert facts["visible"] == {"source": False, "result": True}  # the canvas shows the result in the source's place
+    assert facts["result_alphas"] == [128] and facts["result_differs"] is True
+
+
+def test_the_docker_shows_and_applies_only_the_active_documents_result(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_documents")
+    assert facts["job"]["ready"], facts["job"]["error"]
+    assert facts["first"]["apply"] is True and facts["first"]["seed"] == 1234
+    assert facts["second"] == {"apply": False, "seed": None, "status": "", "live_image": False}
+    assert facts["refused"]["error"].startswith("Nothing is selected") and facts["refused"]["apply"] is False
+    assert facts["second_layers_unchanged"] is True
+    assert facts["back"] == {"apply": False, "seed": 1234}  # the refusal dropped the result; its seed is still shown
+    before, after = facts["first_layers"]
+    assert after == [name for name in before if name != "[Preview]"]
 
 
 def test_16bit_document_is_not_corrupted(krita_run: dict[str, Any]) -> None:

@@ -92,7 +92,8 @@ class BridgeDocker(DockWidget):
         self.controller.connect()
 
     def canvasChanged(self, canvas: Any) -> None:
-        """Jobs follow the active document when they start; nothing to do when it changes."""
+        """Jobs follow the active document when they start; the docker shows the state of the active one."""
+        self._guarded(self.controller.document_changed)()
 
     def shutdown(self) -> None:
         if self._closed:
@@ -225,7 +226,9 @@ class BridgeDocker(DockWidget):
         self.live_steps_spin.setValue(AUTO_STEPS if settings.live_steps is None else settings.live_steps)
         self.live_steps_spin.setPrefix("steps ")
         self.live_steps_spin.setToolTip("Steps of live jobs; auto: the model's live recipe")
-        layout.addLayout(_row(self.live_check, self.live_canvas_check, self.live_steps_spin))
+        self.live_steps_label = W.QLabel("Live steps")
+        self.live_steps_label.setBuddy(self.live_steps_spin)
+        layout.addLayout(_row(self.live_check, self.live_canvas_check, self.live_steps_label, self.live_steps_spin))
         self.live_view = ImageView()
         layout.addWidget(self.live_view, 1)
 
