@@ -122,6 +122,7 @@ class BridgeDocker(DockWidget):
             from_canvas=self.canvas_check.isChecked(),
             live_steps=None if live_steps == AUTO_STEPS else live_steps,
             live_on_canvas=self.live_canvas_check.isChecked(),
+            match_seams=self.seams_check.isChecked(),
         )
 
     def _save(self) -> None:
@@ -167,7 +168,11 @@ class BridgeDocker(DockWidget):
         self.canvas_check = W.QCheckBox("Visible canvas")
         self.canvas_check.setToolTip("Read all visible layers instead of the active layer")
         self.canvas_check.setChecked(settings.from_canvas)
+        self.seams_check = W.QCheckBox("Match seams")
+        self.seams_check.setToolTip("Match the regenerated area's colours to the kept pixels around it")
+        self.seams_check.setChecked(settings.match_seams)
         form.addRow("Source", _row(self.source_combo, self.canvas_check, stretch_first=True))
+        form.addRow("", self.seams_check)
 
         self.strength_slider = W.QSlider(Qt.Orientation.Horizontal)
         self.strength_slider.setRange(1, 100)
@@ -286,6 +291,7 @@ class BridgeDocker(DockWidget):
             self.seed_edit.textChanged,
             self.live_steps_spin.valueChanged,
             self.live_canvas_check.toggled,
+            self.seams_check.toggled,
         ):
             signal.connect(self._save)
 
