@@ -278,6 +278,24 @@ def second_run(record: Record) -> None:
     record.dump("composite_after", composite(image), 48, 40)
 
 
+def seams(record: Record) -> None:
+    """The same feathered selection on a sky-blue layer, run without and with seam matching."""
+    for option in (False, True):
+        image = Gimp.Image.new(96, 72, Gimp.ImageBaseType.RGB)
+        source = add_layer(image, "source", (0, 0, 96, 72), Gimp.ImageType.RGBA_IMAGE, 16, "R'G'B'A u8")
+        sky = bytes(v for y in range(72) for x in range(96) for v in (70 + (x * 7 + y * 3) % 20, 130 + (x * 3) % 20, 200, 255))
+        source.get_buffer().set(Gegl.Rectangle.new(0, 0, 96, 72), "R'G'B'A u8", sky)
+        source.get_buffer().flush()
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, 28, 20, 40, 32)
+        Gimp.Selection.feather(image, 6.0)
+        key = "on" if option else "off"
+        record.dump("mask", selection_mask(image), 96, 72)
+        run = Record(f"{record.name}_{key}")
+        run_plugin(run, image, source, **{"match-seams": option})
+        record.data[key] = {"status": run.data["status"], "message": run.data.get("message")}
+        record.dump(f"composite_{key}", composite(image), 96, 72)
+
+
 SCENARIOS = {
     "whole": whole,
     "selection": selection,
@@ -290,6 +308,7 @@ SCENARIOS = {
     "layer_mask": layer_mask,
     "half_transparent": half_transparent,
     "second_run": second_run,
+    "seams": seams,
 }
 
 

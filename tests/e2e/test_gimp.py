@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from bridge import protocol as p
+from bridge import seams
 from bridge.install import install_gimp
 from bridge.presets import STRENGTH_PRESETS
 
@@ -229,3 +230,13 @@ def test_a_second_run_on_the_same_source_is_the_one_shown(gimp: GimpRun) -> None
     after, result = gimp.pixels("second_run", "composite_after"), gimp.pixels("second_run", "result")
     assert np.array_equal(after, result)
     assert not np.array_equal(result, gimp.pixels("second_run", "first_result"))
+
+
+def test_seam_matching_brings_the_selection_to_its_surroundings(gimp: GimpRun) -> None:
+    data = gimp.scenario("seams")
+    assert data["off"]["status"] == data["on"]["status"] == "success", data
+    mask = gimp.pixels("seams", "mask")[:, :, 0]
+    off, on = gimp.pixels("seams", "composite_off"), gimp.pixels("seams", "composite_on")
+    assert np.array_equal(off[mask == 0], on[mask == 0])  # kept pixels are the source's either way
+    before, after = seams.seam_difference(off, mask), seams.seam_difference(on, mask)
+    assert after < before / 4, (before, after)

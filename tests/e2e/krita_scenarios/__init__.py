@@ -314,7 +314,11 @@ def scenario_half_transparent(run: Run) -> dict[str, Any]:
     data = pixels(result, doc)
     out["result_alphas"] = sorted(set(data[3::4]))
     out["result_differs"] = data != bytes([30, 160, 220, 128]) * (width * height)
-    result.remove()
+    run.app.action("edit_undo").trigger()
+    pump(300)
+    out["after_undo"] = {"names": names(doc), "source_visible": node.visible()}
+    for leftover in [n for n in doc.topLevelNodes() if n.name() == result.name()]:
+        leftover.remove()
     node.remove()
     doc.refreshProjection()
     return out
