@@ -85,7 +85,7 @@ class KritaCanvas:
         if preview is None:
             # filled before it is added: the add is the only undo entry previews ever make
             node = self._new_layer(target, PREVIEW_NAME, rect, pixels)
-            self._insert_above(target, node)
+            self._insert_above(target, node, self._topmost_result(target))  # a new result shows above earlier ones
             self._previews.append(_Preview(target.document, node, target.anchor, rect))
         else:
             self._overwrite(preview, rect, pixels)
@@ -112,6 +112,7 @@ class KritaCanvas:
             self._overwrite(preview, rect, pixels)
             preview.node.setName(name)
             self._previews.remove(preview)
+            self._results.append((target.anchor, preview.node))
         else:
             node = self._new_layer(target, name, rect, pixels)
             self._insert_above(target, node, self._topmost_result(target))

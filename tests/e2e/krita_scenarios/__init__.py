@@ -294,13 +294,18 @@ def scenario_live(run: Run) -> dict[str, Any]:
 
 
 def scenario_half_transparent(run: Run) -> dict[str, Any]:
-    """A layer at alpha 128 on top of the stack: after Apply the result stands in its place, at its alpha."""
+    """The source layer at alpha 128: after Apply the result stands in its place, at its alpha, above earlier results.
+
+    (Krita ignores ``setActiveNode`` under Xvfb, so the active layer itself is made see-through, then restored.)
+    """
     doc = run.document("u8.png")
+    source = doc.activeNode()
     width, height = doc.width(), doc.height()
-    node = doc.createNode("half", "paintlayer")
-    doc.rootNode().addChildNode(node, None)
-    node.setPixelData(QByteArray(bytes([30, 160, 220, 128]) * (width * height)), 0, 0, width, height)
-    doc.setActiveNode(node)
+    original = pixels(source, doc)
+    shown = [(n, n.visible()) for n in doc.topLevelNodes()]
+    half = bytearray(original)
+    half[3::4] = bytes([128]) * (width * height)
+    source.setPixelData(QByteArray(bytes(half)), 0, 0, width, height)
     doc.refreshProjection()
     pump(100)
     run.configure(source="layer", prompt="e2e half")
@@ -308,18 +313,22 @@ def scenario_half_transparent(run: Run) -> dict[str, Any]:
     run.docker.apply_button.click()
     pump(100)
     doc.waitForDone()
-    result = layer(doc, f"e2e half (seed {out['job']['seed']})")
+    name = f"e2e half (seed {out['job']['seed']})"
+    result = layer(doc, name)
+    out["source"] = source.name()
     out["names"] = names(doc)
-    out["visible"] = {"source": node.visible(), "result": result.visible()}
+    out["visible"] = {n.name(): n.visible() for n in doc.topLevelNodes()}
     data = pixels(result, doc)
     out["result_alphas"] = sorted(set(data[3::4]))
-    out["result_differs"] = data != bytes([30, 160, 220, 128]) * (width * height)
+    out["result_differs"] = data != bytes(half)
     run.app.action("edit_undo").trigger()
     pump(300)
-    out["after_undo"] = {"names": names(doc), "source_visible": node.visible()}
-    for leftover in [n for n in doc.topLevelNodes() if n.name() == result.name()]:
+    out["after_undo"] = {"names": names(doc), "source_visible": source.visible()}
+    for leftover in [n for n in doc.topLevelNodes() if n.name() == name]:
         leftover.remove()
-    node.remove()
+    source.setPixelData(QByteArray(original), 0, 0, width, height)
+    for node, visible in shown:
+        node.setVisible(visible)
     doc.refreshProjection()
     return out
 
