@@ -159,7 +159,9 @@ def test_a_layer_without_alpha_larger_than_the_canvas_gives_its_visible_part(gim
     data = gimp.scenario("large_without_alpha")
     assert data["status"] == "success", data
     result = next(layer for layer in data["layers"] if layer["name"] == RESULT_NAME)
-    assert result["rect"] == [-20, -12, 100, 80] and result["has_alpha"] is False
+    assert result["rect"] == [-20, -12, 100, 80] and result["has_alpha"] is False  # a copy of the source
+    changed = next(entry for entry in data["trace"] if entry["op"] == "add_result")["rect"]
+    assert changed == [0, 0, 64, 48]  # only the visible part was sent and written
     source = next(layer for layer in data["layers"] if layer["name"] == "source")
     assert source["rect"] == [-20, -12, 100, 80] and source["has_alpha"] is False
     assert np.array_equal(gimp.pixels("large_without_alpha", "source_before"), gimp.pixels("large_without_alpha", "source_after"))

@@ -156,6 +156,8 @@ def test_a_half_transparent_layer_is_replaced_by_its_result_not_covered(krita_ru
     assert facts["visible"][name] is True and facts["source"] in hidden  # the result in the source's place
     assert facts["result_alphas"] == [128] and facts["result_differs"] is True
     assert name not in facts["after_undo"]["names"]
+    # Krita keeps layer visibility out of its undo history: undoing Apply leaves the source hidden (README says so)
+    assert facts["after_undo"]["source_visible"] is False, facts["after_undo"]
 
 
 def test_the_docker_shows_and_applies_only_the_active_documents_result(krita_run: dict[str, Any]) -> None:
