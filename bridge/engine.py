@@ -16,7 +16,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from . import imaging
+from . import imaging, seams
 from . import protocol as p
 from .families import FAMILIES
 from .models import LoadedModel
@@ -279,6 +279,8 @@ class Engine:
             t2 = time.perf_counter()
             generated = self._decode(latents, fast)[: ws.height, : ws.width]
             generated = imaging.resize_rgb(generated, region.width, region.height)
+            if region_mask is not None and request.matches_seams:
+                generated = seams.match(src, generated, region_mask)
             merged = imaging.blend(src, generated, region_mask)
             box = job.box
             inner = merged[box.y - region.y : box.bottom - region.y, box.x - region.x : box.right - region.x]

@@ -391,6 +391,12 @@ class Generate(Message):
     preview: PreviewSettings = field(default_factory=PreviewSettings)
     result_encoding: Encoding = Encoding.RAW
     live: bool = False
+    # match the regenerated region's colours to the kept pixels around it (bridge.seams); None: on when masked
+    match_seams: bool | None = None
+
+    @property
+    def matches_seams(self) -> bool:
+        return self.mask is not None if self.match_seams is None else self.match_seams and self.mask is not None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -408,6 +414,7 @@ class Generate(Message):
             "preview": self.preview.to_wire(),
             "result_encoding": self.result_encoding.value,
             "live": self.live,
+            "match_seams": self.match_seams,
         }
 
     @classmethod
@@ -430,6 +437,7 @@ class Generate(Message):
                 preview=PreviewSettings() if preview_raw is None else PreviewSettings.from_wire(preview_raw, "preview"),
                 result_encoding=_enum(obj, "result_encoding", None, Encoding, Encoding.RAW),
                 live=_bool(obj, "live", None, False),
+                match_seams=None if obj.get("match_seams") is None else _bool(obj, "match_seams", None),
             )
         except ProtocolError as exc:
             exc.job_id = job_id

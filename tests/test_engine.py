@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge import models
+from bridge import models, seams
 from bridge import protocol as p
 from bridge.engine import Engine, EngineError, JobCancelled, PreviewFrame, render_preview
 from bridge.models import LoadedModel, ModelSpec
@@ -409,3 +409,21 @@ def test_a_distilled_lcm_unet_takes_guidance_as_an_embedding(tmp_path: Path, mon
     calls = UNetCalls(model, monkeypatch)
     list(Engine(model).run(unset(noise_image(64, 64)), Hooks()))
     assert calls.batches == [1, 1] and all(calls.timestep_cond), "4 steps at strength 0.5, guidance embedded, no second batch"
+
+
+def test_seam_matching_brings_the_region_to_its_surroundings_and_keeps_the_rest(engine: Engine) -> None:
+    rng = np.random.default_rng(5)
+    pixels = np.zeros((96, 128, 4), np.uint8)
+    pixels[..., :3] = np.array([70, 130, 200], np.uint8) + rng.integers(0, 20, (96, 128, 3), dtype=np.uint8)  # a sky
+    pixels[..., 3] = 255
+    mask = np.zeros((96, 128), np.uint8)
+    mask[32:64, 40:88] = 255
+    differences = {}
+    for option in (False, None):
+        (image,) = engine.run(generate(pixels, mask, match_seams=option), Hooks())
+        merged = pixels.copy()
+        box = image.rect
+        merged[box.y : box.bottom, box.x : box.right] = image.pixels
+        assert np.array_equal(merged[mask == 0], pixels[mask == 0])
+        differences[option] = seams.seam_difference(merged, mask)
+    assert differences[None] < differences[False] / 4, differences

@@ -63,9 +63,16 @@ def read(drawable: Any, fmt: str = "R'G'B'A u8") -> bytes:
 def composite(image: Any) -> bytes:
     copy = image.duplicate()
     try:
+        # an empty bottom layer: GIMP merges nothing (and returns None) when a single layer is visible
+        empty = Gimp.Layer.new(copy, "empty", copy.get_width(), copy.get_height(), _rgba_type(copy), 100.0, Gimp.LayerMode.NORMAL)
+        copy.insert_layer(empty, None, len(copy.get_layers()))
         return read(copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE))
     finally:
         copy.delete()
+
+
+def _rgba_type(image: Any) -> Any:
+    return Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
 
 
 def selection_mask(image: Any) -> bytes:
@@ -85,6 +92,9 @@ class Record:
         path.write_bytes(data)
         self.data["dumps"][key] = {"file": path.name, "width": width, "height": height}
 
+    def dumps_from(self, other: Record, key: str, as_key: str) -> None:
+        self.data["dumps"][as_key] = other.data["dumps"][key]
+
     def layer(self, key: str, layer: Any) -> None:
         self.dump(key, read(layer), layer.get_width(), layer.get_height())
 
@@ -98,6 +108,8 @@ def describe_layers(image: Any) -> list[dict[str, Any]]:
                 "name": layer.get_name(),
                 "rect": [x, y, layer.get_width(), layer.get_height()],
                 "has_alpha": layer.has_alpha(),
+                "visible": layer.get_visible(),
+                "has_mask": layer.get_mask() is not None,
                 "type": layer.type().value_nick,
                 "parasites": list(layer.get_parasite_list()),
             }
@@ -223,6 +235,67 @@ def unknown_model(record: Record) -> None:
     run_plugin(record, image, source, model="no-such-model")
 
 
+def layer_mask(record: Record) -> None:
+    """A layer whose layer mask hides its left half, over an opaque background; no selection."""
+    image = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+    add_layer(image, "background", (0, 0, 64, 48), Gimp.ImageType.RGB_IMAGE, 12, "R'G'B' u8")
+    source = add_layer(image, "source", (0, 0, 64, 48), Gimp.ImageType.RGBA_IMAGE, 13, "R'G'B'A u8")
+    mask = source.create_mask(Gimp.AddMaskType.WHITE)
+    source.add_mask(mask)
+    hidden = bytes(0 if x < 32 else 255 for _ in range(48) for x in range(64))
+    mask.get_buffer().set(Gegl.Rectangle.new(0, 0, 64, 48), "Y u8", hidden)
+    mask.get_buffer().flush()
+    record.dump("layer_mask", hidden, 64, 48)
+    record.dump("composite_before", composite(image), 64, 48)
+    run_plugin(record, image, source)
+    record.dump("composite_after", composite(image), 64, 48)
+
+
+def half_transparent(record: Record) -> None:
+    """A layer at alpha 128 alone on a transparent canvas, with a hard-edged selection in its middle."""
+    image = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+    source = add_layer(image, "source", (0, 0, 64, 48), Gimp.ImageType.RGBA_IMAGE, 14, "R'G'B'A u8")
+    half = bytearray(read(source))
+    half[3::4] = bytes([128]) * (64 * 48)
+    source.get_buffer().set(Gegl.Rectangle.new(0, 0, 64, 48), "R'G'B'A u8", bytes(half))
+    source.get_buffer().flush()
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 12, 32, 24)
+    record.dump("mask", selection_mask(image), 64, 48)
+    record.dump("composite_before", composite(image), 64, 48)
+    run_plugin(record, image, source)
+    record.dump("composite_after", composite(image), 64, 48)
+
+
+def second_run(record: Record) -> None:
+    """Two runs on the same opaque layer: the second result is the one the canvas shows."""
+    image = Gimp.Image.new(48, 40, Gimp.ImageBaseType.RGB)
+    source = add_layer(image, "source", (0, 0, 48, 40), Gimp.ImageType.RGBA_IMAGE, 15, "R'G'B'A u8")
+    first = Record(f"{record.name}_first")
+    run_plugin(first, image, source)
+    record.data["first"] = first.data
+    record.dumps_from(first, "result", "first_result")
+    run_plugin(record, image, source, seed=99)
+    record.dump("composite_after", composite(image), 48, 40)
+
+
+def seams(record: Record) -> None:
+    """The same feathered selection on a sky-blue layer, run without and with seam matching."""
+    for option in (False, True):
+        image = Gimp.Image.new(96, 72, Gimp.ImageBaseType.RGB)
+        source = add_layer(image, "source", (0, 0, 96, 72), Gimp.ImageType.RGBA_IMAGE, 16, "R'G'B'A u8")
+        sky = bytes(v for y in range(72) for x in range(96) for v in (70 + (x * 7 + y * 3) % 20, 130 + (x * 3) % 20, 200, 255))
+        source.get_buffer().set(Gegl.Rectangle.new(0, 0, 96, 72), "R'G'B'A u8", sky)
+        source.get_buffer().flush()
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, 28, 20, 40, 32)
+        Gimp.Selection.feather(image, 6.0)
+        key = "on" if option else "off"
+        record.dump("mask", selection_mask(image), 96, 72)
+        run = Record(f"{record.name}_{key}")
+        run_plugin(run, image, source, **{"match-seams": option})
+        record.data[key] = {"status": run.data["status"], "message": run.data.get("message")}
+        record.dump(f"composite_{key}", composite(image), 96, 72)
+
+
 SCENARIOS = {
     "whole": whole,
     "selection": selection,
@@ -232,6 +305,10 @@ SCENARIOS = {
     "model_defaults": model_defaults,
     "no_bridge": no_bridge,
     "unknown_model": unknown_model,
+    "layer_mask": layer_mask,
+    "half_transparent": half_transparent,
+    "second_run": second_run,
+    "seams": seams,
 }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from bridge import protocol as p
+from bridge import seams
 from bridge.install import install_gimp
 from bridge.presets import STRENGTH_PRESETS
 
@@ -138,25 +139,29 @@ def test_feathered_selection_on_an_offset_layer_changes_nothing_outside_it(gimp:
     assert 0 < mask.max() == 255 and len(np.unique(mask)) > 10, "the selection should be feathered"
     visible = np.zeros_like(mask)
     visible[10:90, 14:128] = 1  # the source layer (14, 10, 130, 80) clipped to the 128x96 canvas
-    rect = layer_rect(data, RESULT_NAME)
-    assert rect == mask_box(mask * visible)
+    changed = next(entry for entry in data["trace"] if entry["op"] == "add_result")["rect"]
+    assert changed == mask_box(mask * visible)
+    assert layer_rect(data, RESULT_NAME) == [14, 10, 130, 80]  # a copy of the source, which it replaces
     before, after = gimp.pixels("selection", "composite_before"), gimp.pixels("selection", "composite_after")
     outside = mask == 0
     assert np.array_equal(before[outside], after[outside])
     assert not np.array_equal(before[mask == 255], after[mask == 255])
-    x, y, width, height = rect
-    result = gimp.pixels("selection", "result")
-    assert result.shape == (height, width, 4)
-    assert not result[mask[y : y + height, x : x + width] == 0].any(), "unselected pixels must be fully transparent"
-    assert np.array_equal(gimp.pixels("selection", "source_before"), gimp.pixels("selection", "source_after"))
+    source, result = gimp.pixels("selection", "source_before"), gimp.pixels("selection", "result")
+    assert result.shape == source.shape
+    unselected = np.pad(mask, ((0, 4), (0, 16)))[10:90, 14:144] == 0  # the mask in the source's coordinates
+    assert np.array_equal(result[unselected], source[unselected]), "unselected pixels must be the source's own"
+    assert np.array_equal(source, gimp.pixels("selection", "source_after"))
     assert layer_names(data) == [RESULT_NAME, "source", "background"]
+    assert [layer["visible"] for layer in data["layers"]] == [True, False, True]
 
 
 def test_a_layer_without_alpha_larger_than_the_canvas_gives_its_visible_part(gimp: GimpRun) -> None:
     data = gimp.scenario("large_without_alpha")
     assert data["status"] == "success", data
     result = next(layer for layer in data["layers"] if layer["name"] == RESULT_NAME)
-    assert result["rect"] == [0, 0, 64, 48] and result["has_alpha"] is True
+    assert result["rect"] == [-20, -12, 100, 80] and result["has_alpha"] is False  # a copy of the source
+    changed = next(entry for entry in data["trace"] if entry["op"] == "add_result")["rect"]
+    assert changed == [0, 0, 64, 48]  # only the visible part was sent and written
     source = next(layer for layer in data["layers"] if layer["name"] == "source")
     assert source["rect"] == [-20, -12, 100, 80] and source["has_alpha"] is False
     assert np.array_equal(gimp.pixels("large_without_alpha", "source_before"), gimp.pixels("large_without_alpha", "source_after"))
@@ -192,3 +197,48 @@ def test_an_unknown_model_is_a_clean_failure(gimp: GimpRun) -> None:
     assert "no-such-model" in data["message"]
     assert layer_names(data) == ["source"]
     assert data["undo_enabled"] is True
+
+
+def test_what_a_layer_mask_hides_stays_hidden(gimp: GimpRun) -> None:
+    data = gimp.scenario("layer_mask")
+    assert data["status"] == "success", data
+    result = next(layer for layer in data["layers"] if layer["name"] == RESULT_NAME)
+    assert result["has_mask"] is True and result["visible"] is True
+    hidden = gimp.pixels("layer_mask", "layer_mask")[:, :, 0] == 0
+    before, after = gimp.pixels("layer_mask", "composite_before"), gimp.pixels("layer_mask", "composite_after")
+    assert np.array_equal(before[hidden], after[hidden]), "pixels the layer mask hides were covered"
+    assert not np.array_equal(before[~hidden], after[~hidden])
+
+
+def test_a_half_transparent_layer_shows_the_result_in_place_of_the_source(gimp: GimpRun) -> None:
+    data = gimp.scenario("half_transparent")
+    assert data["status"] == "success", data
+    selected = gimp.pixels("half_transparent", "mask")[:, :, 0] == 255
+    before, after = gimp.pixels("half_transparent", "composite_before"), gimp.pixels("half_transparent", "composite_after")
+    assert (before[:, :, 3] == 128).all()
+    assert np.array_equal(before[~selected], after[~selected]), "outside the selection the canvas must not change"
+    result = gimp.pixels("half_transparent", "result")
+    assert np.array_equal(after[selected], result[selected]), "inside, the canvas must show exactly the result"
+    assert (after[:, :, 3] == 128).all(), "the visible alpha must stay the source's"
+    assert not np.array_equal(before[selected], after[selected])
+
+
+def test_a_second_run_on_the_same_source_is_the_one_shown(gimp: GimpRun) -> None:
+    data = gimp.scenario("second_run")
+    assert data["first"]["status"] == "success" and data["status"] == "success", data
+    second = "a red fox (seed 99)"
+    assert layer_names(data) == [second, RESULT_NAME, "source"]
+    assert [layer["visible"] for layer in data["layers"]] == [True, False, False]
+    after, result = gimp.pixels("second_run", "composite_after"), gimp.pixels("second_run", "result")
+    assert np.array_equal(after, result)
+    assert not np.array_equal(result, gimp.pixels("second_run", "first_result"))
+
+
+def test_seam_matching_brings_the_selection_to_its_surroundings(gimp: GimpRun) -> None:
+    data = gimp.scenario("seams")
+    assert data["off"]["status"] == data["on"]["status"] == "success", data
+    mask = gimp.pixels("seams", "mask")[:, :, 0]
+    off, on = gimp.pixels("seams", "composite_off"), gimp.pixels("seams", "composite_on")
+    assert np.array_equal(off[mask == 0], on[mask == 0])  # kept pixels are the source's either way
+    before, after = seams.seam_difference(off, mask), seams.seam_difference(on, mask)
+    assert after < before / 4, (before, after)

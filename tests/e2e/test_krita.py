@@ -7,6 +7,7 @@ widgets and writes what it saw; the assertions are here.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import time
 import zlib
@@ -43,7 +44,8 @@ def write_png(path: Path, width: int, height: int, depth: int, pixel: Any) -> No
 @pytest.fixture(scope="module")
 def krita_run(chroot_root: Path, bridge_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in and the scenarios in a fresh HOME, run Krita once, return the results."""
-    home = f"/tmp/krita-e2e-{tmp_path_factory.mktemp('k').name}"
+    # unique across concurrent runs (every run's basetemp gives the same k0): the chroot's /tmp is shared
+    home = f"/tmp/krita-e2e-{os.getpid()}-{tmp_path_factory.mktemp('k').name}"
     host_home = chroot.ensure_home(chroot_root, home)
     kritarc = host_home / ".config" / "kritarc"
     install_krita(host_home / chroot.PYKRITA_DIR, enable=True, kritarc=kritarc)
@@ -142,6 +144,32 @@ def test_live_mode_coalesces_edits_renders_the_last_state_and_stops_cleanly(krit
     assert facts["end"] in ("JobCancelled", "JobResult")
     assert facts["live_off"] == "off" and facts["timer_after"] is False
     assert facts["jobs_after_off"] == 0
+    assert facts["apply_enabled_after_off"] is False and facts["layers_added_by_apply_after_off"] == 0
+
+
+def test_a_half_transparent_layer_is_replaced_by_its_result_not_covered(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_half_transparent")
+    assert facts["job"]["ready"], facts["job"]["error"]
+    name = "e2e half (seed 1234)"
+    assert facts["names"][-1] == name, facts  # above the source and every earlier result
+    hidden = [layer for layer, visible in facts["visible"].items() if not visible]
+    assert facts["visible"][name] is True and facts["source"] in hidden  # the result in the source's place
+    assert facts["result_alphas"] == [128] and facts["result_differs"] is True
+    assert name not in facts["after_undo"]["names"]
+    # Krita keeps layer visibility out of its undo history: undoing Apply leaves the source hidden (README says so)
+    assert facts["after_undo"]["source_visible"] is False, facts["after_undo"]
+
+
+def test_the_docker_shows_and_applies_only_the_active_documents_result(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_documents")
+    assert facts["job"]["ready"], facts["job"]["error"]
+    assert facts["first"]["apply"] is True and facts["first"]["seed"] == 1234
+    assert facts["second"] == {"apply": False, "seed": None, "status": "", "live_image": False}
+    assert facts["refused"]["error"].startswith("Nothing is selected") and facts["refused"]["apply"] is False
+    assert facts["second_layers_unchanged"] is True
+    assert facts["back"] == {"apply": False, "seed": 1234}  # the refusal dropped the result; its seed is still shown
+    before, after = facts["first_layers"]
+    assert after == [name for name in before if name != "[Preview]"]
 
 
 def test_16bit_document_is_not_corrupted(krita_run: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from krita import Document, Krita, Node
 
 from bridge.regions import Rect
 
-from .pixels import PixelFormat, UnsupportedFormat, pixel_format
+from .pixels import PixelFormat, UnsupportedFormat, pixel_format, to_rgba8
 from .qt import QByteArray
 from .settings import Source
 from .sources import Capture, CaptureError, check_node_type, plan_rect, region_mask
@@ -27,6 +27,7 @@ class Target:
     document: Document
     anchor: Node
     color_space: tuple[str, str, str]  # the source's model, depth and profile: results are written in it
+    replaces: bool = False  # the result stands for the anchor layer itself (not for the visible canvas)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class KritaCanvas:
     def __init__(self, app: Krita | None = None) -> None:
         self._app = app or Krita.instance()
         self._previews: list[_Preview] = []
+        self._results: list[tuple[Node, Node]] = []  # (source layer, result layer): a new result goes above them
 
     def active_document(self) -> Document | None:
         return self._app.activeDocument()
@@ -75,7 +77,7 @@ class KritaCanvas:
         pixels = bytes(holder.pixelData(rect.x, rect.y, rect.width, rect.height))
         if len(pixels) != rect.width * rect.height * fmt.pixel_bytes:
             raise CaptureError(f"Krita returned {len(pixels)} bytes for a {rect.width}x{rect.height} {fmt.describe()} region")
-        return Capture(rect, pixels, fmt, mask, target=Target(doc, node, color_space))
+        return Capture(rect, pixels, fmt, mask, target=Target(doc, node, color_space, replaces=not from_canvas))
 
     def show_preview(self, target: object, rect: Rect, pixels: bytes) -> None:
         assert isinstance(target, Target)
@@ -83,7 +85,7 @@ class KritaCanvas:
         if preview is None:
             # filled before it is added: the add is the only undo entry previews ever make
             node = self._new_layer(target, PREVIEW_NAME, rect, pixels)
-            self._insert_above(target, node)
+            self._insert_above(target, node, self._topmost_result(target))  # a new result shows above earlier ones
             self._previews.append(_Preview(target.document, node, target.anchor, rect))
         else:
             self._overwrite(preview, rect, pixels)
@@ -101,18 +103,41 @@ class KritaCanvas:
 
     def apply_result(self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool) -> None:
         assert isinstance(target, Target)
+        if target.replaces and not _opaque(pixels, target.color_space):
+            self._replace_source(target, name, rect, pixels)
+            return
         preview = self._live_preview(target) if from_preview else None
         if preview is not None:
             # the [Preview] layer becomes the result: its add is the one undo step of the whole job
             self._overwrite(preview, rect, pixels)
             preview.node.setName(name)
             self._previews.remove(preview)
+            self._results.append((target.anchor, preview.node))
         else:
             node = self._new_layer(target, name, rect, pixels)
-            self._insert_above(target, node)
+            self._insert_above(target, node, self._topmost_result(target))
+            self._results.append((target.anchor, node))
         target.document.refreshProjection()
 
     # --- internals ------------------------------------------------------------------------
+
+    def _replace_source(self, target: Target, name: str, rect: Rect, pixels: bytes) -> None:
+        """A copy of the source layer (its masks, opacity and mode kept) with the result in, and the source hidden.
+
+        A result with see-through pixels stacked over its still visible source would
+        add its alpha to the source's; this way the canvas shows the source replaced.
+        """
+        self.clear_preview(target)
+        node = target.anchor.duplicate()
+        node.setName(name)
+        node.setVisible(True)  # the source may be hidden by an earlier result
+        node.setPixelData(QByteArray(pixels), *_args(rect))
+        self._insert_above(target, node, self._topmost_result(target))
+        for _, earlier in self._results_of(target):
+            earlier.setVisible(False)
+        self._results.append((target.anchor, node))
+        target.anchor.setVisible(False)
+        target.document.refreshProjection()
 
     def _source_node(self, doc: Document) -> Node | None:
         node = doc.activeNode()
@@ -149,12 +174,26 @@ class KritaCanvas:
         node.setPixelData(QByteArray(pixels), *_args(rect))
         return node
 
-    def _insert_above(self, target: Target, node: Node) -> None:
+    def _results_of(self, target: Target) -> list[tuple[Node, Node]]:
+        """Earlier results of ``target``'s layer that still lie beside it, forgetting those that do not."""
+        parent = target.anchor.parentNode()
+        self._results = [(a, r) for a, r in self._results if r.parentNode() is not None]
+        return [(a, r) for a, r in self._results if a == target.anchor and parent is not None and r.parentNode() == parent]
+
+    def _topmost_result(self, target: Target) -> Node | None:
+        mine = [result for _, result in self._results_of(target)]
+        parent = target.anchor.parentNode()
+        if not mine or parent is None:
+            return None
+        order = parent.childNodes()  # bottom to top
+        return max(mine, key=lambda node: next((i for i, child in enumerate(order) if child == node), -1))
+
+    def _insert_above(self, target: Target, node: Node, above: Node | None = None) -> None:
         parent = target.anchor.parentNode()
         if parent is None:  # the source layer was deleted meanwhile
             target.document.rootNode().addChildNode(node, None)
         else:
-            parent.addChildNode(node, target.anchor)
+            parent.addChildNode(node, above or target.anchor)
 
 
 def _rect(qrect: object) -> Rect:
@@ -163,6 +202,10 @@ def _rect(qrect: object) -> Rect:
 
 def _args(rect: Rect) -> tuple[int, int, int, int]:
     return rect.x, rect.y, rect.width, rect.height
+
+
+def _opaque(pixels: bytes, color_space: tuple[str, str, str]) -> bool:
+    return to_rgba8(pixels, pixel_format(*color_space))[3::4].count(255) * pixel_format(*color_space).pixel_bytes == len(pixels)
 
 
 def _pixel_bytes(node: Node) -> int:

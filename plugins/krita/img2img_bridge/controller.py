@@ -93,6 +93,10 @@ class _Result:
     seed: int
     prompt: str
     on_canvas: bool
+    document: object = None  # where it came from: it is shown, and applied, only there
+
+
+_PER_DOCUMENT = ("seed", "live_image", "status", "error")
 
 
 class Controller:
@@ -114,6 +118,9 @@ class Controller:
         self._job: str | None = None  # the one-shot job in flight
         self._job_target: object = None
         self._job_prompt = ""
+        self._job_document: object = None
+        self._shown_document: object = None  # the document the docker shows the state of
+        self._other_documents: list[tuple[object, dict[str, object]]] = []  # the per-document fields of the others
         self._cancelling = False
         self._result: _Result | None = None
         self._live_document: object | None = None
@@ -148,19 +155,24 @@ class Controller:
         if settings.from_canvas:
             self._drop_result()  # its [Preview] layer would be read as part of the canvas
         pending, self._result = self._result, None
+        document = self._canvas.active_document()
         try:
             capture = self._canvas.capture(settings.source, settings.from_canvas)
         except CaptureError as exc:
-            self._result = pending
-            self._publish(error=exc.message, status="")
+            if pending is not None and pending.document == document:
+                self._result = pending
+            elif pending is not None and pending.on_canvas:
+                self._canvas.clear_preview(pending.target)
+            self._publish(error=exc.message, status="", result_ready=self._result is not None)
             return
         if pending is not None and pending.on_canvas and pending.target != capture.target:
             self._canvas.clear_preview(pending.target)  # else the new job reuses its [Preview] layer
         spec = JobSpec.new(capture, settings)
-        self._job, self._job_target, self._job_prompt, self._cancelling = (
+        self._job, self._job_target, self._job_prompt, self._job_document, self._cancelling = (
             spec.job_id,
             capture.target,
             settings.prompt,
+            document,
             False,
         )
         self._runner.submit(spec)
@@ -174,7 +186,7 @@ class Controller:
 
     def apply(self) -> None:
         result = self._result
-        if result is None:
+        if result is None or result.document != self._canvas.active_document():
             return
         name = result_layer_name(result.prompt, result.seed)
         live = self.live.state is not LiveState.OFF
@@ -220,11 +232,9 @@ class Controller:
         job_id = self.live.stop()
         if job_id is not None:
             self._runner.cancel(job_id)
-        if self._result is not None and self._result.on_canvas:
-            self._canvas.clear_preview(self._result.target)
-            self._result = replace(self._result, on_canvas=False)
+        self._drop_result()  # Apply keeps only the result the docker shows, and live shows none once off
         self._live_document = None
-        self._publish(live=LiveState.OFF, status="Live off")
+        self._publish(live=LiveState.OFF, status="Live off", result_ready=False)
 
     def tick(self) -> None:
         """Called every ``live.TICK_S`` while live mode is on: send the canvas when it changed and settled."""
@@ -331,11 +341,14 @@ class Controller:
                 self._canvas.show_preview(self._job_target, update.rect, update.pixels)
         elif isinstance(update, r.JobResult):
             self._canvas.show_preview(self._job_target, update.rect, update.pixels)
-            self._result = _Result(self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, on_canvas=True)
+            document = self._job_document
+            self._result = _Result(
+                self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, on_canvas=True, document=document
+            )
             self._end_job()
             used = describe_used(update.steps, update.guidance, update.strength)
             done = f"Done ({used})" if used else "Done"
-            self._publish(result_ready=True, seed=update.seed, status=f"{done}: Apply keeps it as a new layer", progress=1.0)
+            self._publish_for(document, result_ready=True, seed=update.seed, status=f"{done}: Apply keeps it as a new layer")
         elif isinstance(update, r.JobFailed):
             self._canvas.clear_preview(self._job_target)
             self._end_job()
@@ -363,14 +376,44 @@ class Controller:
                 self._canvas.show_preview(target, update.rect, update.pixels)
             elif self._result is not None and self._result.on_canvas:
                 self._canvas.clear_preview(self._result.target)
-            self._result = _Result(target, update.rect, update.pixels, update.seed, prompt, on_canvas)
+            document = self._live_document
+            self._result = _Result(target, update.rect, update.pixels, update.seed, prompt, on_canvas, document)
             width, height = update.view_size
-            self._publish(live_image=(update.view, width, height), result_ready=True, seed=update.seed, status="Live")
+            self._publish_for(document, live_image=(update.view, width, height), result_ready=True, seed=update.seed, status="Live")
         elif isinstance(update, (r.JobFailed, r.JobCancelled)):
             self.live.finished(job_id)
             self._live_targets.pop(job_id, None)
             if isinstance(update, r.JobFailed) and self.live.state is not LiveState.OFF:
                 self._publish(error=update.message)
+
+    # --- documents ------------------------------------------------------------------------
+
+    def document_changed(self) -> None:
+        """The active document changed: show its own result, seed, live image and status, not the last one's."""
+        document = self._canvas.active_document()
+        if document == self._shown_document:
+            return
+        if self._shown_document is not None and self._canvas.is_open(self._shown_document):
+            self._store(self._shown_document, {name: getattr(self.state, name) for name in _PER_DOCUMENT})
+        self._shown_document = document
+        kept = next((fields for doc, fields in self._other_documents if doc == document), {})
+        self._other_documents = [(doc, f) for doc, f in self._other_documents if doc != document and self._canvas.is_open(doc)]
+        restored = {name: kept.get(name, getattr(ViewState(), name)) for name in _PER_DOCUMENT}
+        self._publish(**restored, result_ready=self._result is not None and self._result.document == document)
+
+    def _publish_for(self, document: object, **changes: object) -> None:
+        """Publish ``changes`` if ``document`` is the one shown, else keep them for when it is."""
+        if self._shown_document is None or document is None or document == self._shown_document:
+            self._publish(**changes)
+        else:
+            self._store(document, {name: value for name, value in changes.items() if name in _PER_DOCUMENT})
+
+    def _store(self, document: object, fields: dict[str, object]) -> None:
+        kept = next((f for doc, f in self._other_documents if doc == document), None)
+        if kept is None:
+            self._other_documents.append((document, dict(fields)))
+        else:
+            kept.update(fields)
 
     # --- shutdown -------------------------------------------------------------------------
 

@@ -92,7 +92,8 @@ class BridgeDocker(DockWidget):
         self.controller.connect()
 
     def canvasChanged(self, canvas: Any) -> None:
-        """Jobs follow the active document when they start; nothing to do when it changes."""
+        """Jobs follow the active document when they start; the docker shows the state of the active one."""
+        self._guarded(self.controller.document_changed)()
 
     def shutdown(self) -> None:
         if self._closed:
@@ -121,6 +122,7 @@ class BridgeDocker(DockWidget):
             from_canvas=self.canvas_check.isChecked(),
             live_steps=None if live_steps == AUTO_STEPS else live_steps,
             live_on_canvas=self.live_canvas_check.isChecked(),
+            match_seams=self.seams_check.isChecked(),
         )
 
     def _save(self) -> None:
@@ -166,7 +168,11 @@ class BridgeDocker(DockWidget):
         self.canvas_check = W.QCheckBox("Visible canvas")
         self.canvas_check.setToolTip("Read all visible layers instead of the active layer")
         self.canvas_check.setChecked(settings.from_canvas)
+        self.seams_check = W.QCheckBox("Match seams")
+        self.seams_check.setToolTip("Match the regenerated area's colours to the kept pixels around it")
+        self.seams_check.setChecked(settings.match_seams)
         form.addRow("Source", _row(self.source_combo, self.canvas_check, stretch_first=True))
+        form.addRow("", self.seams_check)
 
         self.strength_slider = W.QSlider(Qt.Orientation.Horizontal)
         self.strength_slider.setRange(1, 100)
@@ -225,7 +231,9 @@ class BridgeDocker(DockWidget):
         self.live_steps_spin.setValue(AUTO_STEPS if settings.live_steps is None else settings.live_steps)
         self.live_steps_spin.setPrefix("steps ")
         self.live_steps_spin.setToolTip("Steps of live jobs; auto: the model's live recipe")
-        layout.addLayout(_row(self.live_check, self.live_canvas_check, self.live_steps_spin))
+        self.live_steps_label = W.QLabel("Live steps")
+        self.live_steps_label.setBuddy(self.live_steps_spin)
+        layout.addLayout(_row(self.live_check, self.live_canvas_check, self.live_steps_label, self.live_steps_spin))
         self.live_view = ImageView()
         layout.addWidget(self.live_view, 1)
 
@@ -283,6 +291,7 @@ class BridgeDocker(DockWidget):
             self.seed_edit.textChanged,
             self.live_steps_spin.valueChanged,
             self.live_canvas_check.toggled,
+            self.seams_check.toggled,
         ):
             signal.connect(self._save)
 

@@ -48,6 +48,7 @@ def build_request(spec: JobSpec, rgba: bytes) -> p.Generate:
         # live results come fast and show in the docker; step previews would only slow them down
         preview=p.PreviewSettings(every=0 if spec.live else 1, max_size=PREVIEW_SIZE),
         live=spec.live,
+        match_seams=None if mask is None else settings.match_seams,
     )
 
 

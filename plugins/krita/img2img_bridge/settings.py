@@ -50,6 +50,7 @@ class Settings:
     from_canvas: bool = False  # read the visible canvas (all layers) instead of the active layer
     live_steps: int | None = None
     live_on_canvas: bool = False  # live results also go to the [Preview] layer, not only the docker
+    match_seams: bool = True  # selection and background jobs: colours matched to the kept pixels around them
 
     @property
     def request_seed(self) -> int | None:

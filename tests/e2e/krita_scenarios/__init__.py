@@ -277,6 +277,11 @@ def scenario_live(run: Run) -> dict[str, Any]:
     out["job_ended"] = wait_until(lambda: any(type(u).__name__ in ends and u.job_id == job for u in run.updates))
     out["end"] = next((type(u).__name__ for u in run.updates if type(u).__name__ in ends and u.job_id == job), None)
     out["live_off"] = controller.live.state.value
+    out["apply_enabled_after_off"] = run.docker.apply_button.isEnabled()
+    layers_before_apply = names(doc)
+    run.docker.apply_button.click()
+    pump(100)
+    out["layers_added_by_apply_after_off"] = len(names(doc)) - len(layers_before_apply)
     out["timer_after"] = run.docker.live_timer.isActive()
     jobs_after = len(controller.live_jobs)
     source.setPixelData(QByteArray(bytes([9, 9, 9, 255]) * 64), 80, 50, 8, 8)
@@ -285,6 +290,78 @@ def scenario_live(run: Run) -> dict[str, Any]:
     out["jobs_after_off"] = len(controller.live_jobs) - jobs_after
     source.setPixelData(QByteArray(original), 0, 0, doc.width(), doc.height())
     doc.refreshProjection()
+    return out
+
+
+def scenario_half_transparent(run: Run) -> dict[str, Any]:
+    """The source layer at alpha 128: after Apply the result stands in its place, at its alpha, above earlier results.
+
+    (Krita ignores ``setActiveNode`` under Xvfb, so the active layer itself is made see-through, then restored.)
+    """
+    doc = run.document("u8.png")
+    source = doc.activeNode()
+    width, height = doc.width(), doc.height()
+    original = pixels(source, doc)
+    shown = [(n, n.visible()) for n in doc.topLevelNodes()]
+    half = bytearray(original)
+    half[3::4] = bytes([128]) * (width * height)
+    source.setPixelData(QByteArray(bytes(half)), 0, 0, width, height)
+    doc.refreshProjection()
+    pump(100)
+    run.configure(source="layer", prompt="e2e half")
+    out: dict[str, Any] = {"job": run.generate()}
+    run.docker.apply_button.click()
+    pump(100)
+    doc.waitForDone()
+    name = f"e2e half (seed {out['job']['seed']})"
+    result = layer(doc, name)
+    out["source"] = source.name()
+    out["names"] = names(doc)
+    out["visible"] = {n.name(): n.visible() for n in doc.topLevelNodes()}
+    data = pixels(result, doc)
+    out["result_alphas"] = sorted(set(data[3::4]))
+    out["result_differs"] = data != bytes(half)
+    run.app.action("edit_undo").trigger()
+    pump(300)
+    out["after_undo"] = {"names": names(doc), "source_visible": source.visible()}
+    for leftover in [n for n in doc.topLevelNodes() if n.name() == name]:
+        leftover.remove()
+    source.setPixelData(QByteArray(original), 0, 0, width, height)
+    for node, visible in shown:
+        node.setVisible(visible)
+    doc.refreshProjection()
+    return out
+
+
+def scenario_documents(run: Run) -> dict[str, Any]:
+    """A result belongs to its document: another one shows none, applies none, and a refusal there drops it."""
+    first = run.document("u8.png")
+    run.configure(source="layer", prompt="e2e documents")
+    out: dict[str, Any] = {"job": run.generate()}
+    out["first"] = {"apply": run.docker.apply_button.isEnabled(), "seed": run.state.seed, "status": run.state.status}
+    first_layers = names(first)
+    second = run.document("deep.png")
+    pump(200)
+    second_layers = names(second)
+    out["second"] = {
+        "apply": run.docker.apply_button.isEnabled(),
+        "seed": run.state.seed,
+        "status": run.state.status,
+        "live_image": run.state.live_image is not None,
+    }
+    run.app.action("deselect").trigger()
+    pump(50)
+    run.configure(source="selection", prompt="e2e refused")
+    run.docker.generate_button.click()  # refused: nothing is selected
+    pump(100)
+    out["refused"] = {"error": run.state.error, "apply": run.docker.apply_button.isEnabled()}
+    run.docker.apply_button.click()
+    pump(100)
+    out["second_layers_unchanged"] = names(second) == second_layers
+    run.document("u8.png")
+    pump(200)
+    out["back"] = {"apply": run.docker.apply_button.isEnabled(), "seed": run.state.seed}
+    out["first_layers"] = [first_layers, names(first)]
     return out
 
 
@@ -360,7 +437,16 @@ def scenario_model_defaults(run: Run) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = [scenario_whole_layer, scenario_selection, scenario_background, scenario_live, scenario_u16, scenario_model_defaults]
+SCENARIOS = [
+    scenario_whole_layer,
+    scenario_selection,
+    scenario_background,
+    scenario_live,
+    scenario_half_transparent,
+    scenario_documents,
+    scenario_u16,
+    scenario_model_defaults,
+]
 
 
 def run_all() -> None:

@@ -20,6 +20,7 @@ class FakeCanvas:
     frozen: bool = False
     preview: tuple[Rect, bytes] | None = None
     results: list[tuple[Rect, bytes, str]] = field(default_factory=list)
+    result_masks: list[bytes | None] = field(default_factory=list)
     progress: list[tuple[float | None, str]] = field(default_factory=list)
     fail_on: str | None = None
 
@@ -50,12 +51,14 @@ class FakeCanvas:
         self._op("remove")
         self.preview = None
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str) -> None:
+    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
         assert not self.frozen, "result added while history is frozen: it would not be undoable"
         assert self.preview is None, "result added beside the preview"
         assert len(rgba) == rect.width * rect.height * 4
+        assert mask is None or len(mask) == rect.width * rect.height
         self._op("result")
         self.results.append((rect, rgba, name))
+        self.result_masks.append(mask)
 
     def set_progress(self, fraction: float | None, text: str) -> None:
         self.progress.append((fraction, text))

@@ -66,7 +66,7 @@ def test_a_preview_is_scaled_up_to_its_rectangle() -> None:
     assert len(rgba) == 8 * 6 * 4 and rgba[:4] == bytes([3, 0, 0, 255])
 
 
-def test_with_a_mask_previews_show_only_the_selection_and_the_result_clears_outside_it() -> None:
+def test_with_a_mask_previews_show_only_the_selection_and_the_result_goes_only_where_it_is_selected() -> None:
     mask = bytearray(ORIGIN.width * ORIGIN.height)
     mask[1 * ORIGIN.width + 2] = 255  # area pixel (2, 1): the result's top-left
     mask[2 * ORIGIN.width + 3] = 100  # feathered
@@ -77,10 +77,10 @@ def test_with_a_mask_previews_show_only_the_selection_and_the_result_clears_outs
     alphas = canvas.preview[1][3::4]
     assert alphas[0] == 255 and alphas[4 + 1] == 100 and alphas.count(0) == 14
     job.handle(result())
-    rgba = canvas.results[0][1]
+    rgba, written = canvas.results[0][1], canvas.result_masks[0]
     assert rgba[0:4] == bytes([200, 100, 0, 255])
-    assert rgba[(4 + 1) * 4 : (4 + 1) * 4 + 4] == bytes([200, 100, 0, 255])
-    assert rgba[4:8] == bytes(4)  # mask 0: fully transparent, nothing changes there
+    assert written is not None and len(written) == BOX.width * BOX.height
+    assert (written[0], written[4 + 1], written.count(0)) == (255, 100, 14)  # the selection over the result's area
 
 
 def test_a_result_without_previews_never_touches_history() -> None:

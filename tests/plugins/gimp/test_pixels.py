@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from img2img_gimp.pixels import alpha_from_mask, clear_unmasked, scale_nearest
+from img2img_gimp.pixels import alpha_from_mask, mask_runs, scale_nearest
 
 
 def image(width: int, height: int) -> bytes:
@@ -52,18 +52,14 @@ def test_alpha_from_mask_replaces_only_alpha() -> None:
     assert out == bytes([1, 2, 3, 0, 4, 5, 6, 128])
 
 
-def test_clear_unmasked_zeroes_exactly_the_unmasked_pixels() -> None:
-    rgba = bytes([1, 2, 3, 255, 4, 5, 6, 200, 7, 8, 9, 255])
-    assert clear_unmasked(rgba, bytes([0, 1, 255])) == bytes([0, 0, 0, 0, 4, 5, 6, 200, 7, 8, 9, 255])
-
-
-def test_clear_unmasked_keeps_leading_and_trailing_zero_bytes() -> None:
-    rgba = bytes([0, 0, 0, 255, 9, 9, 9, 0])
-    assert clear_unmasked(rgba, bytes([255, 255])) == rgba
+def test_mask_runs_are_the_selected_spans_of_each_row() -> None:
+    mask = bytes([0, 1, 255, 0, 9, 0, 0, 0, 255, 255, 255, 255])
+    assert mask_runs(mask, 4) == [(0, 1, 3), (1, 0, 1), (2, 0, 4)]
+    assert mask_runs(bytes(8), 4) == []
 
 
 def test_mask_size_must_match() -> None:
     with pytest.raises(ValueError):
-        clear_unmasked(b"\0" * 8, b"\0")
+        mask_runs(b"\0" * 7, 4)
     with pytest.raises(ValueError):
         alpha_from_mask(b"\0" * 8, b"\0" * 3)

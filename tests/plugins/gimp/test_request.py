@@ -35,7 +35,13 @@ def test_request_carries_the_pixels_and_settings_and_passes_validation() -> None
 
 def test_request_without_mask() -> None:
     request = build_request(SETTINGS, Source(Rect(0, 0, 1, 1), bytes(4), None), "job-2")
-    assert request.mask is None
+    assert request.mask is None and request.match_seams is None
+
+
+def test_seam_matching_is_asked_for_selections_as_the_option_says() -> None:
+    source = Source(Rect(0, 0, 2, 1), bytes(8), bytes([0, 255]))
+    assert build_request(SETTINGS, source, "job-4").match_seams is True
+    assert build_request(replace(SETTINGS, match_seams=False), source, "job-5").match_seams is False
 
 
 def test_auto_settings_are_left_unset_for_the_models_recipe() -> None:

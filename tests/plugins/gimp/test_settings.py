@@ -155,3 +155,8 @@ def test_picking_exact_keeps_the_strength() -> None:
 def test_moving_the_strength_shows_the_matching_preset_or_exact() -> None:
     assert linked_strength("strength", "high", 0.42) == (EXACT, 0.42)
     assert linked_strength("strength", EXACT, STRENGTH_PRESETS["low"]) == ("low", STRENGTH_PRESETS["low"])
+
+
+def test_seam_matching_is_on_unless_unticked() -> None:
+    assert settings().match_seams is True
+    assert settings(match_seams=False).match_seams is False

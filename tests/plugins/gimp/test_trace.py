@@ -27,7 +27,7 @@ def test_every_call_is_passed_on_and_written_in_order(tmp_path: Path) -> None:
     canvas.set_progress(0.5, "half")
     canvas.remove_preview()
     canvas.thaw_history()
-    canvas.add_result(Rect(1, 2, 1, 1), bytes(4), "name")
+    canvas.add_result(Rect(1, 2, 1, 1), bytes(4), "name", None)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["op"] for line in lines] == [
         "freeze_history",

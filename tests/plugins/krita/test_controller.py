@@ -34,12 +34,13 @@ class FakeCanvas:
     error: str = ""
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     captures: int = 0
+    also_open: tuple[str, ...] = ()  # documents open beside the active one
 
     def active_document(self) -> object | None:
         return self.document
 
     def is_open(self, document: object) -> bool:
-        return document == self.document
+        return document == self.document or document in self.also_open
 
     def capture(self, source: Source, from_canvas: bool, document: object | None = None) -> Capture:
         self.captures += 1
@@ -434,3 +435,65 @@ def test_live_jobs_leave_steps_to_the_live_recipe_and_a_guidance_change_renders_
     h.clock.now += 0.3
     h.controller.tick()
     assert [s.settings.guidance for s in h.runner.specs] == [None, 3.0]
+
+
+def test_after_live_off_apply_is_disabled_and_applies_nothing() -> None:
+    h = live_harness()
+    h.controller.tick()
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    assert h.state.result_ready
+    h.controller.set_live(False)
+    assert not h.state.result_ready
+    h.controller.apply()
+    assert "apply" not in h.canvas.kinds()
+
+
+def test_a_refused_generate_in_another_image_drops_the_result_of_the_first() -> None:
+    h = Harness()
+    h.online()
+    h.controller.generate()
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    assert h.state.result_ready
+    h.canvas.document, h.canvas.error = "cmyk", "CMYK images are not supported"
+    h.controller.document_changed()
+    h.controller.generate()
+    assert not h.state.result_ready and h.state.error.startswith("CMYK")
+    h.controller.apply()
+    assert "apply" not in h.canvas.kinds()
+    h.canvas.document = "doc"
+    h.controller.document_changed()
+    assert not h.state.result_ready  # dropped, not applied later either
+
+
+def test_seed_status_and_result_belong_to_their_document() -> None:
+    h = Harness()
+    h.online()
+    h.controller.document_changed()
+    h.controller.generate()
+    h.controller.handle([h.result(h.runner.specs[0].job_id, seed=77)])
+    assert (h.state.seed, h.state.result_ready, h.state.progress) == (77, True, None)  # the progress bar is reset
+    first = h.state.status
+    h.canvas.document, h.canvas.also_open = "other", ("doc",)
+    h.controller.document_changed()
+    assert (h.state.seed, h.state.result_ready, h.state.status, h.state.live_image) == (None, False, "", None)
+    h.controller.apply()
+    assert "apply" not in h.canvas.kinds()  # the result shown nowhere here is not applied here
+    h.canvas.document, h.canvas.also_open = "doc", ("other",)
+    h.controller.document_changed()
+    assert (h.state.seed, h.state.result_ready, h.state.status) == (77, True, first)
+    h.controller.apply()
+    assert h.canvas.kinds()[-1] == "apply" and h.canvas.calls[-1][1] == Place("doc", "Background")
+
+
+def test_a_result_that_arrives_while_another_image_is_shown_waits_for_its_own() -> None:
+    h = Harness()
+    h.online()
+    h.controller.document_changed()
+    h.controller.generate()
+    h.canvas.document, h.canvas.also_open = "other", ("doc",)
+    h.controller.document_changed()
+    h.controller.handle([h.result(h.runner.specs[0].job_id, seed=5)])
+    assert (h.state.seed, h.state.result_ready) == (None, False)
+    h.canvas.document, h.canvas.also_open = "doc", ("other",)
+    h.controller.document_changed()
+    assert (h.state.seed, h.state.result_ready) == (5, True)

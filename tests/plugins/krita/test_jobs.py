@@ -38,6 +38,13 @@ def test_selection_jobs_send_their_mask() -> None:
     request = build_request(JobSpec.new(capture(bytes([0, 255])), Settings()), bytes(8))
     assert request.mask == p.Mask(2, 1, bytes([0, 255]))
     assert request.seed is None
+    assert request.match_seams is True  # on by default for selection and background jobs
+
+
+def test_seam_matching_follows_the_setting_and_is_not_sent_for_a_whole_layer() -> None:
+    off = Settings(match_seams=False)
+    assert build_request(JobSpec.new(capture(bytes([0, 255])), off), bytes(8)).match_seams is False
+    assert build_request(JobSpec.new(capture(), Settings()), bytes(8)).match_seams is None
 
 
 def test_default_settings_leave_steps_guidance_and_strength_to_the_models_recipe() -> None:

@@ -20,6 +20,7 @@ def test_settings_survive_their_string_form() -> None:
         from_canvas=True,
         live_steps=4,
         live_on_canvas=True,
+        match_seams=False,
     )
     stored = settings.to_strings()
     assert all(isinstance(v, str) for v in stored.values())

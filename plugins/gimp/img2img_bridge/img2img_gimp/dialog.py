@@ -18,7 +18,18 @@ GimpUi: Any = importlib.import_module("gi.repository.GimpUi")
 Gtk: Any = importlib.import_module("gi.repository.Gtk")
 
 TITLE = "Img2Img"
-FIELDS = ("prompt-frame", "negative-prompt-frame", "strength-preset", "strength", "steps", "guidance", "random-seed", "seed", "bridge-url")
+FIELDS = (
+    "prompt-frame",
+    "negative-prompt-frame",
+    "strength-preset",
+    "strength",
+    "steps",
+    "guidance",
+    "random-seed",
+    "seed",
+    "match-seams",
+    "bridge-url",
+)
 #: The arguments the line about the model's defaults follows.
 WATCHED = ("model", "strength-preset", "strength", "steps", "guidance")
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from bridge.regions import Rect
 
+from .pixels import mask_runs
+
 Gimp: Any = importlib.import_module("gi.repository.Gimp")
 Gegl: Any = importlib.import_module("gi.repository.Gegl")
 
@@ -18,6 +20,7 @@ MASK_FORMAT = "Y u8"  # selection values as stored: 255 selected, feathering in 
 PREVIEW_NAME = "Img2Img preview"
 PREVIEW_MARK = "img2img-bridge-preview"  # parasite on the preview layer
 FROZEN_MARK = "img2img-bridge-frozen"  # parasite on the image while its history is frozen for previews
+RESULT_MARK = "img2img-bridge-result"  # parasite on a result layer: the id of the layer it replaces
 
 
 class GimpCanvas:
@@ -72,7 +75,7 @@ class GimpCanvas:
             self._preview.attach_parasite(Gimp.Parasite.new(PREVIEW_MARK, 0, b"1"))
             self._insert_above_source(self._preview)
             self._preview_rect = rect
-        self._write(self._preview, rect, rgba)
+        self._write(self._preview, Rect(0, 0, rect.width, rect.height), rgba)
 
     def remove_preview(self) -> None:
         if self._preview is not None:
@@ -80,12 +83,32 @@ class GimpCanvas:
             self._preview, self._preview_rect = None, None
             Gimp.displays_flush()
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str) -> None:
+    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
+        """Add a copy of the source (its mask, opacity, mode and alpha kept) with the result written in, and
+        hide the source and its earlier results: the canvas then shows the source replaced by the result,
+        whatever its alpha. A group's projection cannot be written: its result is a layer over the area.
+        """
         self.image.undo_group_start()
         try:
-            layer = self._new_layer(name, rect)
-            self._insert_above_source(layer)
-            self._write(layer, rect, rgba)
+            replaces = not self.layer.is_group()
+            if replaces:
+                layer = self.layer.copy()
+                layer.set_name(name)
+                layer.set_visible(True)  # the source may be hidden by an earlier run
+                origin = self._offsets()
+            else:
+                layer = self._new_layer(name, rect)
+                origin = (rect.x, rect.y)
+            layer.attach_parasite(Gimp.Parasite.new(RESULT_MARK, 0, str(self.layer.get_id()).encode()))
+            earlier = self._earlier_results()
+            position = min([self.image.get_item_position(item) for item in [self.layer, *earlier]])
+            self.image.insert_layer(layer, self.layer.get_parent(), position)
+            local = rect.translate(-origin[0], -origin[1])
+            self._write(layer, local, rgba, mask)
+            if replaces:
+                for shown in [self.layer, *earlier]:
+                    if shown.get_visible():
+                        shown.set_visible(False)
         finally:
             self.image.undo_group_end()
         self.image.set_selected_layers([layer])
@@ -125,11 +148,30 @@ class GimpCanvas:
     def _insert_above_source(self, layer: Any) -> None:
         self.image.insert_layer(layer, self.layer.get_parent(), self.image.get_item_position(self.layer))
 
-    def _write(self, layer: Any, rect: Rect, rgba: bytes) -> None:
+    def _earlier_results(self) -> list[Any]:
+        """The results of earlier runs on this layer that lie beside it: a new result goes above them all."""
+        mark = str(self.layer.get_id()).encode()
+        parent = self.layer.get_parent()
+        siblings = parent.get_children() if parent is not None else self.image.get_layers()
+        found = []
+        for layer in siblings:
+            parasite = layer.get_parasite(RESULT_MARK)
+            if parasite is not None and bytes(parasite.get_data()) == mark:
+                found.append(layer)
+        return found
+
+    def _write(self, layer: Any, local: Rect, rgba: bytes, mask: bytes | None = None) -> None:
+        """Write ``rgba`` over ``local`` (layer coordinates); with ``mask`` only where it is not 0."""
         buffer = layer.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, rect.width, rect.height), PIXEL_FORMAT, rgba)
+        if mask is None:
+            buffer.set(Gegl.Rectangle.new(local.x, local.y, local.width, local.height), PIXEL_FORMAT, rgba)
+        else:
+            row = local.width
+            for y, start, end in mask_runs(mask, row):
+                area = Gegl.Rectangle.new(local.x + start, local.y + y, end - start, 1)
+                buffer.set(area, PIXEL_FORMAT, rgba[(y * row + start) * 4 : (y * row + end) * 4])
         buffer.flush()
-        layer.update(0, 0, rect.width, rect.height)
+        layer.update(local.x, local.y, local.width, local.height)
         Gimp.displays_flush()
 
 

@@ -17,7 +17,7 @@ from bridge.client import ClientError, Disconnected, describe_loading, loading_f
 from bridge.regions import Rect, crop
 
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
-from .pixels import alpha_from_mask, clear_unmasked, scale_nearest
+from .pixels import alpha_from_mask, scale_nearest
 from .request import result_layer_name
 from .source import Source
 
@@ -49,8 +49,11 @@ class Canvas(Protocol):
 
     def remove_preview(self) -> None: ...
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str) -> None:
-        """Add the result above the source as one undoable layer."""
+    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
+        """Show the source replaced by the result as one undoable step; ``rgba`` goes where ``mask`` is not 0.
+
+        ``mask`` (one byte a pixel of ``rect``) is None when the whole rectangle changes.
+        """
         ...
 
     def set_progress(self, fraction: float | None, text: str) -> None: ...
@@ -213,15 +216,14 @@ class ImageJob:
         except p.ProtocolError as exc:
             self._fail(f"The bridge sent an unreadable result: {exc.message}", cancel_remote=False)
             return
-        if self.source.mask is not None:
-            rgba = clear_unmasked(rgba, crop(self.source.mask, self.source.rect.width, area, 1))
+        mask = None if self.source.mask is None else crop(self.source.mask, self.source.rect.width, area, 1)
         rect = area.translate(self.source.rect.x, self.source.rect.y)
         failure = self._clear_preview()
         if failure:
             self._fail(failure, cancel_remote=False)
             return
         try:
-            self.canvas.add_result(rect, rgba, result_layer_name(self.request.prompt, result.seed))
+            self.canvas.add_result(rect, rgba, result_layer_name(self.request.prompt, result.seed), mask)
         except Exception as exc:
             self._fail(f"GIMP could not add the result layer: {exc}", cancel_remote=False)
             return

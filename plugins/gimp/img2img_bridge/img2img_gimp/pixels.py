@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-_KEEP_TABLE = bytes([0] + [255] * 255)  # mask byte -> 0 where the mask is 0, else 255
+import re
+
+_SELECTED = re.compile(rb"[^\x00]+")
 
 
 def scale_nearest(rgba: bytes, width: int, height: int, new_width: int, new_height: int) -> bytes:
@@ -32,19 +34,19 @@ def alpha_from_mask(rgba: bytes, mask: bytes) -> bytes:
     return bytes(out)
 
 
-def clear_unmasked(rgba: bytes, mask: bytes) -> bytes:
-    """``rgba`` with every pixel where ``mask`` is 0 made fully transparent (all four bytes 0).
+def mask_runs(mask: bytes, width: int) -> list[tuple[int, int, int]]:
+    """The mask's non-zero pixels as runs ``(row, first column, column after the last)``, row by row.
 
-    The result layer then changes nothing outside the selection, whatever the
-    layers beneath it hold.
+    The result is written run by run, so that a pixel the mask leaves out is
+    never written: it keeps its exact value at any precision.
     """
-    _check(rgba, mask)
-    keep = mask.translate(_KEEP_TABLE)
-    keep4 = bytearray(len(rgba))
-    for channel in range(4):
-        keep4[channel::4] = keep
-    kept = int.from_bytes(rgba, "little") & int.from_bytes(keep4, "little")
-    return kept.to_bytes(len(rgba), "little")
+    if width <= 0 or len(mask) % width:
+        raise ValueError(f"a mask of {len(mask)} bytes is not made of rows of {width} pixels")
+    runs: list[tuple[int, int, int]] = []
+    for y in range(len(mask) // width):
+        row = mask[y * width : (y + 1) * width]
+        runs.extend((y, m.start(), m.end()) for m in _SELECTED.finditer(row))
+    return runs
 
 
 def _check(rgba: bytes, mask: bytes) -> None:

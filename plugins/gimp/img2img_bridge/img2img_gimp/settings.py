@@ -102,6 +102,7 @@ ARGUMENTS: tuple[Argument, ...] = (
     ),
     BoolArg("random-seed", "R_andom seed", "Pick a new seed each run (the seed used is reported back)", True),
     IntArg("seed", "See_d", "The seed when Random seed is off; holds the last seed used after a run", 0, MAX_SEED, 0),
+    BoolArg("match-seams", "Match _seams", "Match the regenerated area's colours to the pixels around it (selections)", True),
     StringArg("model", "_Model", "The bridge's model to use; empty keeps the loaded one", ""),
     StringArg("bridge-url", "_Bridge URL", "Where the bridge listens", DEFAULT_URL),
 )
@@ -119,6 +120,7 @@ class JobSettings:
     seed: int | None  # None: the bridge picks one and reports it
     model: str
     url: str
+    match_seams: bool = True  # with a selection: colours matched to the kept pixels around it
 
     @classmethod
     def from_arguments(cls, get: Callable[[str], Any]) -> JobSettings:
@@ -147,6 +149,7 @@ class JobSettings:
             seed=seed,
             model=str(get("model") or "").strip(),
             url=url,
+            match_seams=bool(get("match-seams")),
         )
 
     def with_seed(self, rng: random.Random) -> JobSettings:

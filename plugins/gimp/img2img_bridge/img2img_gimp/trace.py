@@ -44,8 +44,8 @@ class TracingCanvas:
         self.inner.remove_preview()
         self._write("remove_preview")
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str) -> None:
-        self.inner.add_result(rect, rgba, name)
+    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
+        self.inner.add_result(rect, rgba, name, mask)
         self._write("add_result", rect=_box(rect), name=name)
 
     def set_progress(self, fraction: float | None, text: str) -> None:
