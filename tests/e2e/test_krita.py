@@ -10,6 +10,7 @@ import json
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bridge.install import install_krita
 from bridge.presets import auto_guidance, auto_steps, auto_strength
 
 HERE = Path(__file__).resolve().parent
+BENCH_SIDES = (512, 1024, 2048)
 U8_SIZE = (96, 64)
 U16_SIZE = (48, 40)
 
@@ -28,7 +30,12 @@ U16_SIZE = (48, 40)
 def write_png(path: Path, width: int, height: int, depth: int, pixel: Any) -> None:
     """An RGBA PNG of ``depth`` bits whose pixel (x, y) is ``pixel(x, y)`` (four channel values)."""
     code = "B" if depth == 8 else "H"
-    rows = b"".join(b"\x00" + b"".join(struct.pack(f">4{code}", *pixel(x, y)) for x in range(width)) for y in range(height))
+    write_png_rows(path, width, height, depth, lambda y: b"".join(struct.pack(f">4{code}", *pixel(x, y)) for x in range(width)))
+
+
+def write_png_rows(path: Path, width: int, height: int, depth: int, row: Any) -> None:
+    """An RGBA PNG of ``depth`` bits whose row y holds the bytes ``row(y)``."""
+    rows = b"".join(b"\x00" + row(y) for y in range(height))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -40,8 +47,34 @@ def write_png(path: Path, width: int, height: int, depth: int, pixel: Any) -> No
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
 
 
+def bench_row(side: int) -> Any:
+    """Rows of a smooth gradient for the live benchmark's canvases, built a row at a time (2048² pixel by pixel is slow)."""
+    ramp = bytes(x * 256 // side for x in range(side))
+
+    def row(y: int) -> bytes:
+        shade = y * 256 // side
+        out = bytearray(4 * side)
+        out[0::4], out[1::4], out[2::4], out[3::4] = ramp, bytes([shade]) * side, ramp[::-1], b"\xff" * side
+        return bytes(out)
+
+    return row
+
+
 @pytest.fixture(scope="module")
-def krita_run(chroot_root: Path, bridge_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def echo_url() -> Iterator[str]:
+    """A second bridge whose engine echoes its input, so the live benchmark shows the plug-in's own ceiling."""
+    from bench.transport import EchoEngine
+    from bridge.server import ServerConfig
+    from tests.bridge_server import running_bridge
+
+    with running_bridge(ServerConfig(model="tiny", device="cpu")) as running:
+        running.wait_ready()
+        running.bridge.engine = EchoEngine()
+        yield running.url
+
+
+@pytest.fixture(scope="module")
+def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in and the scenarios in a fresh HOME, run Krita once, return the results."""
     home = f"/tmp/krita-e2e-{tmp_path_factory.mktemp('k').name}"
     host_home = chroot.ensure_home(chroot_root, home)
@@ -54,15 +87,17 @@ def krita_run(chroot_root: Path, bridge_url: str, tmp_path_factory: pytest.TempP
     # Krita asks for a profile when it opens a 16-bit PNG (a dialog that blocks the run): the scenario
     # converts this one to 16-bit linear and paints 16-bit values into it instead
     write_png(host_home / "deep.png", *U16_SIZE, 8, lambda x, y: (x, y, 200, 255))
+    for side in BENCH_SIDES:
+        write_png_rows(host_home / f"bench{side}.png", side, side, 8, bench_row(side))
     out = f"{home}/scenarios.json"
     started = time.monotonic()
     res = chroot.krita_gui(
         chroot_root,
         home=home,
-        env={"IMG2IMG_KRITA_SCENARIOS": out},
-        timeout=420,
+        env={"IMG2IMG_KRITA_SCENARIOS": out, "IMG2IMG_KRITA_ECHO_URL": echo_url},
+        timeout=720,
         done_file=out,
-        files=[f"{home}/u8.png", f"{home}/deep.png"],
+        files=[f"{home}/u8.png", f"{home}/deep.png", *(f"{home}/bench{side}.png" for side in BENCH_SIDES)],
     )
     result_file = chroot.host_path(chroot_root, out)
     assert result_file.exists(), "Krita wrote no results\n" + res.describe()
@@ -142,6 +177,27 @@ def test_live_mode_coalesces_edits_renders_the_last_state_and_stops_cleanly(krit
     assert facts["end"] in ("JobCancelled", "JobResult")
     assert facts["live_off"] == "off" and facts["timer_after"] is False
     assert facts["jobs_after_off"] == 0
+
+
+def test_live_results_follow_a_continuous_stroke_one_job_at_a_time(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_live_stroke")
+    assert facts["frames_during_stroke"] >= 1, facts  # counted, not timed: results came while the brush moved
+    assert facts["max_in_flight"] == 1
+    assert facts["last_state_rendered"] is True
+    assert 1 <= facts["jobs"] <= facts["edits"] + 1
+    assert "fps" in facts["stats"] and "latency" in facts["stats"]
+
+
+def test_live_benchmark_ran_at_every_size_against_both_engines(krita_run: dict[str, Any]) -> None:
+    """The figures are for docs/benchmarks.md (printed with -s); here only that each run did what it measures."""
+    rows = scenario(krita_run, "scenario_live_bench")["rows"]
+    print(json.dumps(rows, indent=1))
+    assert [(r["engine"], r["side"]) for r in rows] == [(e, s) for e in ("echo", "tiny") for s in BENCH_SIDES]
+    for row in rows:
+        assert "error" not in row, row["error"]
+        assert row["connected"] and row["first_frame"] and row["final_rendered"], row
+        assert row["max_in_flight"] == 1, row
+    assert all(r["frames_during_stroke"] >= 1 for r in rows if r["engine"] == "echo"), rows
 
 
 def test_16bit_document_is_not_corrupted(krita_run: dict[str, Any]) -> None:

@@ -21,8 +21,8 @@ from enum import Enum
 from typing import Callable, Hashable
 
 TICK_S = 0.05  # how often the host looks at the canvas when no frame is coming back
-FAST_FRAME_S = 0.25  # frames faster than this go out while the brush moves
-MAX_PAUSE_S = 0.5
+FAST_FRAME_S = 0.5  # frames faster than this go out while the brush moves
+MAX_PAUSE_S = 1.0
 FRAME_WEIGHT = 0.3  # the EWMA's weight of the newest frame time
 _FPS_WINDOW_S = 2.0
 _FPS_FRAMES = 64

@@ -285,10 +285,10 @@ def test_slow_live_frames_wait_for_the_canvas_to_be_still() -> None:
     h = live_harness()
     h.controller.tick()
     h.canvas.pixels = b"\x01" * 16
-    h.clock.now += 0.4
+    h.clock.now += 0.8
     h.controller.handle([h.result(h.runner.specs[0].job_id)])
-    assert len(h.runner.specs) == 1 and h.state.live_stats.pause_s == pytest.approx(0.4)
-    h.clock.now += 0.39
+    assert len(h.runner.specs) == 1 and h.state.live_stats.pause_s == pytest.approx(0.8)
+    h.clock.now += 0.79
     h.controller.tick()
     assert len(h.runner.specs) == 1
     h.clock.now += 0.02

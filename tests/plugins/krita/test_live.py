@@ -51,12 +51,12 @@ def test_while_frames_are_fast_every_change_goes_out_as_soon_as_the_frame_is_bac
 def test_slow_frames_wait_for_a_pause_as_long_as_a_frame_and_the_wait_adapts() -> None:
     live, clock = scheduler()
     live.start()
-    frame(live, clock, "j1", "a", 0.4)
-    assert live.pause == pytest.approx(0.4)
+    frame(live, clock, "j1", "a", 0.8)
+    assert live.pause == pytest.approx(0.8)
     clock.now += 0.1
     assert not live.observe("b")  # a change while frames are slow waits for the canvas to be still
     assert live.state is LiveState.SETTLING
-    clock.now += 0.39
+    clock.now += 0.79
     assert not live.observe("b")
     clock.now += 0.02
     assert live.observe("b")
