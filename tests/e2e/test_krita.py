@@ -22,7 +22,7 @@ from bridge.install import install_krita
 from bridge.presets import auto_guidance, auto_steps, auto_strength
 
 HERE = Path(__file__).resolve().parent
-BENCH_SIDES = (512, 1024, 2048)
+BENCH_SIDES = (512, 1024, 2048)  # the live benchmark scales u8.png to each
 U8_SIZE = (96, 64)
 U16_SIZE = (48, 40)
 
@@ -30,12 +30,7 @@ U16_SIZE = (48, 40)
 def write_png(path: Path, width: int, height: int, depth: int, pixel: Any) -> None:
     """An RGBA PNG of ``depth`` bits whose pixel (x, y) is ``pixel(x, y)`` (four channel values)."""
     code = "B" if depth == 8 else "H"
-    write_png_rows(path, width, height, depth, lambda y: b"".join(struct.pack(f">4{code}", *pixel(x, y)) for x in range(width)))
-
-
-def write_png_rows(path: Path, width: int, height: int, depth: int, row: Any) -> None:
-    """An RGBA PNG of ``depth`` bits whose row y holds the bytes ``row(y)``."""
-    rows = b"".join(b"\x00" + row(y) for y in range(height))
+    rows = b"".join(b"\x00" + b"".join(struct.pack(f">4{code}", *pixel(x, y)) for x in range(width)) for y in range(height))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -45,19 +40,6 @@ def write_png_rows(path: Path, width: int, height: int, depth: int, row: Any) ->
     srgb = chunk(b"sRGB", b"\x00")
     body = chunk(b"IHDR", header) + srgb + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
-
-
-def bench_row(side: int) -> Any:
-    """Rows of a smooth gradient for the live benchmark's canvases, built a row at a time (2048² pixel by pixel is slow)."""
-    ramp = bytes(x * 256 // side for x in range(side))
-
-    def row(y: int) -> bytes:
-        shade = y * 256 // side
-        out = bytearray(4 * side)
-        out[0::4], out[1::4], out[2::4], out[3::4] = ramp, bytes([shade]) * side, ramp[::-1], b"\xff" * side
-        return bytes(out)
-
-    return row
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +69,6 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
     # Krita asks for a profile when it opens a 16-bit PNG (a dialog that blocks the run): the scenario
     # converts this one to 16-bit linear and paints 16-bit values into it instead
     write_png(host_home / "deep.png", *U16_SIZE, 8, lambda x, y: (x, y, 200, 255))
-    for side in BENCH_SIDES:
-        write_png_rows(host_home / f"bench{side}.png", side, side, 8, bench_row(side))
     out = f"{home}/scenarios.json"
     started = time.monotonic()
     res = chroot.krita_gui(
@@ -97,7 +77,7 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
         env={"IMG2IMG_KRITA_SCENARIOS": out, "IMG2IMG_KRITA_ECHO_URL": echo_url},
         timeout=720,
         done_file=out,
-        files=[f"{home}/u8.png", f"{home}/deep.png", *(f"{home}/bench{side}.png" for side in BENCH_SIDES)],
+        files=[f"{home}/u8.png", f"{home}/deep.png"],
     )
     result_file = chroot.host_path(chroot_root, out)
     assert result_file.exists(), "Krita wrote no results\n" + res.describe()

@@ -9,7 +9,8 @@ While frames are fast the newest state goes out at once, so results follow the
 brush. Only when the measured frame time (an EWMA) is slow does a change wait
 for the canvas to be still, for about one frame time (at most ``max_pause``):
 a slow frame spent on a state the brush has already left would delay the final
-state by a whole frame, so waiting up to that long costs no more.
+state by a whole frame, so waiting up to that long costs no more. A long stroke
+still shows frames: no change waits more than two pauses after the last frame.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class LiveScheduler:
         self._seen: Hashable | None = None
         self._seen_at = 0.0  # when the state seen was first seen
         self._changed_at: float | None = None  # None: the state seen needs no pause
+        self._pending_since: float | None = None  # the first change not sent yet
+        self._back_at = 0.0  # when the last job ended
         self._sent: Hashable | None = None
         self._in_flight: str | None = None
         self._sent_at = 0.0
@@ -114,7 +117,7 @@ class LiveScheduler:
         """Turn on; the first state observed goes out at once. Frame times measured before are kept."""
         self._on = True
         self._seen = self._sent = self._in_flight = None
-        self._changed_at = None
+        self._changed_at = self._pending_since = None
         self._latency_s = None
         self._shown.clear()
 
@@ -133,12 +136,17 @@ class LiveScheduler:
         if key != self._seen:
             if self._seen is not None:
                 self._changed_at = now
+                if self._pending_since is None:
+                    self._pending_since = now
             self._seen, self._seen_at = key, now
         if self._in_flight is not None or key == self._sent:
             return False
-        if self._changed_at is not None and now - self._changed_at < self.pause - 1e-9:
-            return False
-        self._changed_at = None
+        pause = self.pause
+        if self._changed_at is not None and now - self._changed_at < pause - 1e-9:
+            waited = now - max(self._pending_since or now, self._back_at)
+            if waited < 2 * pause - 1e-9:
+                return False
+        self._changed_at = self._pending_since = None
         return True
 
     def sent(self, job_id: str, key: Hashable) -> None:
@@ -157,8 +165,8 @@ class LiveScheduler:
         if job_id != self._in_flight:
             return False
         self._in_flight = None
+        now = self._back_at = self._clock()
         if shown:
-            now = self._clock()
             took = now - self._sent_at
             self._frame_s = took if self._frame_s is None else FRAME_WEIGHT * took + (1 - FRAME_WEIGHT) * self._frame_s
             self._latency_s = now - self._in_flight_seen_at

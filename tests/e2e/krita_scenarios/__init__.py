@@ -409,8 +409,8 @@ def scenario_live_stroke(run: Run) -> dict[str, Any]:
         run.docker.live_check.setChecked(True)
         wait_until(lambda: bool(probe.shown), 30)  # the first frame: the frame time is known from here on
         before = len(probe.shown)
-        started, ended = stroke(doc, source, probe, edits=60, gap_ms=30)
-        out: dict[str, Any] = {"edits": 60, "frames_during_stroke": sum(1 for at, _ in probe.shown[before:] if at < ended)}
+        started, ended = stroke(doc, source, probe, edits=100, gap_ms=30)
+        out: dict[str, Any] = {"edits": 100, "frames_during_stroke": sum(1 for at, _ in probe.shown[before:] if at < ended)}
         out["last_state_rendered"] = wait_until(rendered(controller, source, doc))
         out["max_in_flight"] = probe.max_in_flight
         out["jobs"] = len(probe.jobs)
@@ -445,8 +445,11 @@ def reconnect(run: Run, url: str) -> bool:
 
 def bench_one(run: Run, side: int, url: str, seconds: float = 3.0, gap_ms: int = 20) -> dict[str, Any]:
     out: dict[str, Any] = {"side": side, "connected": reconnect(run, url)}
-    doc = run.document(f"bench{side}.png")
+    doc = run.document("u8.png")  # scaled up: under Xvfb only the documents on Krita's command line have an active layer
+    doc.scaleImage(side, side, 72, 72, "Bicubic")
+    doc.waitForDone()
     node = doc.activeNode()
+    out["doc"] = [doc.width(), doc.height(), *node.bounds().getRect()]
     controller = run.docker.controller
     run.configure(source="layer", prompt="live bench")
     run.docker.live_canvas_check.setChecked(False)

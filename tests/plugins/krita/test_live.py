@@ -171,6 +171,22 @@ def test_stats_count_frames_per_second_and_the_latency_from_first_seen_to_shown(
     assert "waits" not in live.stats().describe()
 
 
+def test_a_long_stroke_with_slow_frames_still_shows_a_frame_every_two_pauses() -> None:
+    live, clock = scheduler()
+    live.start()
+    frame(live, clock, "j1", "a", 0.8)
+    sent_at = []
+    for i in range(100):  # a new state every 50 ms for five seconds: never still
+        clock.now += 0.05
+        if live.observe(f"s{i}"):
+            sent_at.append(clock.now)
+            live.sent(f"k{i}", f"s{i}")
+        if live.in_flight is not None and clock.now - sent_at[-1] >= 0.8 - 1e-9:
+            live.finished(live.in_flight, shown=True)
+    assert sent_at[0] == pytest.approx(100.8 + 1.6, abs=0.051)  # two pauses after the first frame came back
+    assert len(sent_at) == 2  # then a frame (0.8 s) and two more pauses
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_any_stroke_at_any_engine_speed_keeps_one_job_and_renders_the_last_state(seed: int) -> None:
     rng = random.Random(seed)
