@@ -7,6 +7,7 @@ widgets and writes what it saw; the assertions are here.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import time
 import zlib
@@ -58,7 +59,7 @@ def echo_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in and the scenarios in a fresh HOME, run Krita once, return the results."""
-    home = f"/tmp/krita-e2e-{tmp_path_factory.mktemp('k').name}"
+    home = f"/tmp/krita-e2e-{os.getpid()}-{tmp_path_factory.mktemp('k').name}"  # runs of other checkouts share the chroot
     host_home = chroot.ensure_home(chroot_root, home)
     kritarc = host_home / ".config" / "kritarc"
     install_krita(host_home / chroot.PYKRITA_DIR, enable=True, kritarc=kritarc)
@@ -80,7 +81,10 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
         files=[f"{home}/u8.png", f"{home}/deep.png"],
     )
     result_file = chroot.host_path(chroot_root, out)
-    assert result_file.exists(), "Krita wrote no results\n" + res.describe()
+    partial, bench = (chroot.host_path(chroot_root, out + suffix) for suffix in (".partial", ".bench"))
+    if not result_file.exists() and bench.exists():
+        print("Krita was stopped; the live benchmark had measured:\n" + bench.read_text())
+    assert result_file.exists(), "Krita wrote no results\n" + res.describe() + (partial.read_text()[-3000:] if partial.exists() else "")
     results: dict[str, Any] = json.loads(result_file.read_text())
     results["_seconds"] = round(time.monotonic() - started, 1)
     results["_python_errors"] = chroot.krita_python_errors(chroot_root, home)

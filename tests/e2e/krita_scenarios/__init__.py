@@ -456,8 +456,8 @@ def bench_one(run: Run, side: int, url: str, seconds: float = 3.0, gap_ms: int =
     probe = LiveProbe(run)
     try:
         run.docker.live_check.setChecked(True)
-        out["first_frame"] = wait_until(lambda: bool(probe.shown), 60)
-        wait_until(lambda: controller.live.in_flight is None, 60)
+        out["first_frame"] = wait_until(lambda: bool(probe.shown), 20)
+        wait_until(lambda: controller.live.in_flight is None, 20)
         before, busy_before, captures_before = len(probe.shown), probe.busy, len(probe.captures)
         started, ended = stroke(doc, node, probe, edits=int(seconds * 1000 / (gap_ms + 5)), gap_ms=gap_ms, size=16)
         busy = probe.busy - busy_before
@@ -469,11 +469,11 @@ def bench_one(run: Run, side: int, url: str, seconds: float = 3.0, gap_ms: int =
         out["main_ms_per_frame"] = round(busy * 1000 / len(during), 2) if during else None
         out["capture_ms"] = median(probe.captures[captures_before:])
         out["latency_ms"] = median([s * 1000 for s in probe.latencies(started, ended + 60)])
-        out["final_rendered"] = wait_until(rendered(controller, node, doc), 120)
+        out["final_rendered"] = wait_until(rendered(controller, node, doc), 30)
         out["max_in_flight"] = probe.max_in_flight
         out["stats"] = run.docker.live_stats_label.text()
         run.docker.live_check.setChecked(False)
-        wait_until(lambda: not probe.open, 60)
+        wait_until(lambda: not probe.open, 10)
     finally:
         probe.close()
     return out
@@ -491,6 +491,8 @@ def scenario_live_bench(run: Run) -> dict[str, Any]:
                 rows.append({"engine": engine, **bench_one(run, side, url)})
             except Exception:
                 rows.append({"engine": engine, "side": side, "error": traceback.format_exc()})
+            with open(RESULT + ".bench", "w") as fh:  # what was measured survives a run that is killed
+                json.dump(rows, fh, indent=1)
     reconnect(run, tiny_url)
     return {"rows": rows}
 
@@ -596,6 +598,8 @@ def run_all() -> None:
             except Exception:
                 results[scenario.__name__] = {"error": traceback.format_exc()}
             results[scenario.__name__]["seconds"] = round(time.monotonic() - started, 1)
+            with open(RESULT + ".partial", "w") as fh:
+                json.dump(results, fh, indent=1)
             if run.state.running:
                 run.docker.cancel_button.click()
                 wait_until(lambda: not run.state.running, 30)
