@@ -26,6 +26,14 @@ from bridge.server import Bridge
 class EchoEngine:
     """Stands in for ``bridge.engine.Engine``: the result is the sent image, unchanged."""
 
+    def settings(self, request: p.Generate) -> tuple[int, float, float]:
+        """What the job asked for; the echo has no recipe, so what it left unset reads as one step, no guidance, all."""
+        return (
+            1 if request.steps is None else request.steps,
+            0.0 if request.guidance is None else request.guidance,
+            1.0 if request.strength is None else request.strength,
+        )
+
     def prepare(self, request: p.Generate) -> Any:
         return imaging.decode_rgba(request.image)
 

@@ -243,6 +243,8 @@ class Controller:
             self.set_live(False)
             self._publish(status="Live off: the image was closed")
             return
+        if self.live.in_flight is not None:
+            return  # nothing can go out before the frame is back, and its return captures at once
         settings = replace(self._settings(), fixed_seed=True, seed=self._live_seed)
         started = time.perf_counter()
         try:

@@ -267,9 +267,10 @@ def test_live_sends_the_newest_state_as_soon_as_the_frame_is_back() -> None:
         h.clock.now += 0.01
         h.controller.tick()
     assert len(h.runner.specs) == 1 and h.controller.capture_ms is not None
+    assert h.canvas.captures == 1  # nothing can go out while the frame is in flight: no capture either
     h.clock.now += 0.01
     h.controller.handle([h.result(first.job_id)])  # no tick needed: the frame's return sends the newest state
-    assert len(h.runner.specs) == 2
+    assert len(h.runner.specs) == 2 and h.canvas.captures == 2
     last = h.runner.specs[-1]
     assert last.capture.pixels == bytes([3]) * 16 and last.settings.seed == first.settings.seed
     assert h.state.live_stats.latency_s == pytest.approx(0.04) and h.state.live_stats.pause_s == 0.0
