@@ -252,7 +252,7 @@ def scenario_live(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {"live_on": controller.live.state.value, "timer": run.docker.live_timer.isActive()}
     wait_until(lambda: controller.live.in_flight is not None, 10)
     edits = 6
-    for i in range(edits):  # successive strokes, closer together than the debounce
+    for i in range(edits):  # successive strokes, 60 ms apart: closer together than a tiny-model frame here
         patch = bytes([40 * i % 256, 200, 30 * i % 256, 255]) * (8 * 8)
         source.setPixelData(QByteArray(patch), 4 + 6 * i, 4, 8, 8)
         doc.refreshProjection()
