@@ -26,12 +26,16 @@ from bridge.server import Bridge
 class EchoEngine:
     """Stands in for ``bridge.engine.Engine``: the result is the sent image, unchanged."""
 
+    def settings(self, request: p.Generate) -> tuple[int, float, float]:
+        """What the job asked for; the echo has no recipe, so what it left unset reads as one step, no guidance, all."""
+        return (
+            1 if request.steps is None else request.steps,
+            0.0 if request.guidance is None else request.guidance,
+            1.0 if request.strength is None else request.strength,
+        )
+
     def prepare(self, request: p.Generate) -> Any:
         return imaging.decode_rgba(request.image)
-
-    def settings(self, request: p.Generate) -> tuple[int, float, float]:
-        """What the result reports it ran: the request's settings (nothing runs)."""
-        return request.steps or 1, request.guidance or 0.0, request.strength or 1.0
 
     def run(self, request: p.Generate, hooks: JobHooks, prepared: Any = None) -> Iterator[GeneratedImage]:
         source = prepared if prepared is not None else self.prepare(request)

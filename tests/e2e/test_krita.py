@@ -11,6 +11,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from bridge.install import install_krita
 from bridge.presets import auto_guidance, auto_steps, auto_strength
 
 HERE = Path(__file__).resolve().parent
+BENCH_SIDES = (512, 1024, 2048)  # the live benchmark scales u8.png to each
 U8_SIZE = (96, 64)
 U16_SIZE = (48, 40)
 
@@ -42,7 +44,20 @@ def write_png(path: Path, width: int, height: int, depth: int, pixel: Any) -> No
 
 
 @pytest.fixture(scope="module")
-def krita_run(chroot_root: Path, bridge_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def echo_url() -> Iterator[str]:
+    """A second bridge whose engine echoes its input, so the live benchmark shows the plug-in's own ceiling."""
+    from bench.transport import EchoEngine
+    from bridge.server import ServerConfig
+    from tests.bridge_server import running_bridge
+
+    with running_bridge(ServerConfig(model="tiny", device="cpu")) as running:
+        running.wait_ready()
+        running.bridge.engine = EchoEngine()
+        yield running.url
+
+
+@pytest.fixture(scope="module")
+def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Install the plug-in and the scenarios in a fresh HOME, run Krita once, return the results."""
     # unique across concurrent runs (every run's basetemp gives the same k0): the chroot's /tmp is shared
     home = f"/tmp/krita-e2e-{os.getpid()}-{tmp_path_factory.mktemp('k').name}"
@@ -61,13 +76,16 @@ def krita_run(chroot_root: Path, bridge_url: str, tmp_path_factory: pytest.TempP
     res = chroot.krita_gui(
         chroot_root,
         home=home,
-        env={"IMG2IMG_KRITA_SCENARIOS": out},
-        timeout=420,
+        env={"IMG2IMG_KRITA_SCENARIOS": out, "IMG2IMG_KRITA_ECHO_URL": echo_url},
+        timeout=720,
         done_file=out,
         files=[f"{home}/u8.png", f"{home}/deep.png"],
     )
     result_file = chroot.host_path(chroot_root, out)
-    assert result_file.exists(), "Krita wrote no results\n" + res.describe()
+    partial, bench = (chroot.host_path(chroot_root, out + suffix) for suffix in (".partial", ".bench"))
+    if not result_file.exists() and bench.exists():
+        print("Krita was stopped; the live benchmark had measured:\n" + bench.read_text())
+    assert result_file.exists(), "Krita wrote no results\n" + res.describe() + (partial.read_text()[-3000:] if partial.exists() else "")
     results: dict[str, Any] = json.loads(result_file.read_text())
     results["_seconds"] = round(time.monotonic() - started, 1)
     results["_python_errors"] = chroot.krita_python_errors(chroot_root, home)
@@ -170,6 +188,27 @@ def test_the_docker_shows_and_applies_only_the_active_documents_result(krita_run
     assert facts["back"] == {"apply": False, "seed": 1234}  # the refusal dropped the result; its seed is still shown
     before, after = facts["first_layers"]
     assert after == [name for name in before if name != "[Preview]"]
+
+
+def test_live_results_follow_a_continuous_stroke_one_job_at_a_time(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_live_stroke")
+    assert facts["frames_during_stroke"] >= 1, facts  # counted, not timed: results came while the brush moved
+    assert facts["max_in_flight"] == 1
+    assert facts["last_state_rendered"] is True
+    assert 1 <= facts["jobs"] <= facts["edits"] + 1
+    assert "fps" in facts["stats"] and "latency" in facts["stats"]
+
+
+def test_live_benchmark_ran_at_every_size_against_both_engines(krita_run: dict[str, Any]) -> None:
+    """The figures are for docs/benchmarks.md (printed with -s); here only that each run did what it measures."""
+    rows = scenario(krita_run, "scenario_live_bench")["rows"]
+    print(json.dumps(rows, indent=1))
+    assert [(r["engine"], r["side"]) for r in rows] == [(e, s) for e in ("echo", "tiny") for s in BENCH_SIDES]
+    for row in rows:
+        assert "error" not in row, row["error"]
+        assert row["connected"] and row["first_frame"] and row["final_rendered"], row
+        assert row["max_in_flight"] == 1, row
+    assert all(r["frames_during_stroke"] >= 1 for r in rows if r["engine"] == "echo"), rows
 
 
 def test_16bit_document_is_not_corrupted(krita_run: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ the docker renders. Krita's adapter implements ``Canvas``; tests use fakes.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Hashable, Iterable, Protocol
 
@@ -19,7 +20,7 @@ from bridge.regions import Rect
 
 from . import runner as r
 from .jobs import JobSpec, result_layer_name
-from .live import LiveScheduler, LiveState
+from .live import LiveScheduler, LiveState, LiveStats
 from .settings import MAX_SEED, Settings, Source
 from .sources import Capture, CaptureError
 
@@ -83,6 +84,7 @@ class ViewState:
     seed: int | None = None
     live: LiveState = LiveState.OFF
     live_image: tuple[bytes, int, int] | None = None
+    live_stats: LiveStats = field(default_factory=LiveStats)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class Controller:
         self.live_jobs: dict[str, Hashable] = {}  # every live job sent, with the state it rendered
         self._live_targets: dict[str, object] = {}
         self.live_rendered: list[Hashable] = []  # the states whose results arrived, in order
+        self.capture_ms: float | None = None  # the last live capture's cost on the GUI thread
 
     # --- connection -----------------------------------------------------------------------
 
@@ -226,8 +229,11 @@ class Controller:
             self._live_document = document
             self._live_seed = settings.seed if settings.fixed_seed else random.randint(0, MAX_SEED)
             self._live_error = ""
+            self.capture_ms = None
             self.live.start()
-            self._publish(live=self.live.state, status="Live: watching the canvas", error="", result_ready=False)
+            self._publish(
+                live=self.live.state, live_stats=self.live.stats(), status="Live: watching the canvas", error="", result_ready=False
+            )
             return
         job_id = self.live.stop()
         if job_id is not None:
@@ -237,14 +243,20 @@ class Controller:
         self._publish(live=LiveState.OFF, status="Live off", result_ready=False)
 
     def tick(self) -> None:
-        """Called every ``live.TICK_S`` while live mode is on: send the canvas when it changed and settled."""
+        """Called every ``live.TICK_S`` while live mode is on, and when a live frame is back: send the canvas when it changed.
+
+        Whether it must also have settled first is the scheduler's call (only while frames are slow).
+        """
         if self.live.state is LiveState.OFF or self._live_document is None:
             return
         if not self._canvas.is_open(self._live_document):
             self.set_live(False)
             self._publish(status="Live off: the image was closed")
             return
+        if self.live.in_flight is not None:
+            return  # nothing can go out before the frame is back, and its return captures at once
         settings = replace(self._settings(), fixed_seed=True, seed=self._live_seed)
+        started = time.perf_counter()
         try:
             capture = self._canvas.capture(settings.source, settings.from_canvas, self._live_document)
         except CaptureError as exc:
@@ -264,6 +276,7 @@ class Controller:
             settings.guidance,
             settings.seed,
         )
+        self.capture_ms = (time.perf_counter() - started) * 1000
         if self.live.observe(key):
             spec = JobSpec.new(capture, settings, live=True)
             self._live_on_canvas = settings.live_on_canvas and not settings.from_canvas
@@ -365,7 +378,7 @@ class Controller:
     def _live_update(self, update: r.Update) -> None:
         job_id = getattr(update, "job_id", "")
         if isinstance(update, r.JobResult):
-            self.live.finished(job_id)
+            self.live.finished(job_id, shown=True)
             self.live_rendered.append(self.live_jobs[job_id])
             target = self._live_targets.pop(job_id, None)
             if self.live.state is LiveState.OFF:
@@ -379,7 +392,15 @@ class Controller:
             document = self._live_document
             self._result = _Result(target, update.rect, update.pixels, update.seed, prompt, on_canvas, document)
             width, height = update.view_size
-            self._publish_for(document, live_image=(update.view, width, height), result_ready=True, seed=update.seed, status="Live")
+            self._publish_for(
+                document,
+                live_image=(update.view, width, height),
+                live_stats=self.live.stats(self.capture_ms),
+                result_ready=True,
+                seed=update.seed,
+                status="Live",
+            )
+            self.tick()  # the frame is back: the newest canvas state goes out now, not at the next tick
         elif isinstance(update, (r.JobFailed, r.JobCancelled)):
             self.live.finished(job_id)
             self._live_targets.pop(job_id, None)

@@ -236,6 +236,9 @@ class BridgeDocker(DockWidget):
         layout.addLayout(_row(self.live_check, self.live_canvas_check, self.live_steps_label, self.live_steps_spin))
         self.live_view = ImageView()
         layout.addWidget(self.live_view, 1)
+        self.live_stats_label = W.QLabel()
+        self.live_stats_label.setToolTip("Live frames shown per second; latency from a change seen on the canvas to its frame shown")
+        layout.addWidget(self.live_stats_label)
 
         self.apply_button = W.QPushButton("Apply")
         self.apply_button.setToolTip("Keep the result as a new layer")
@@ -373,6 +376,7 @@ class BridgeDocker(DockWidget):
                 self.live_view.clear_image()
             else:
                 self.live_view.show_rgba(*state.live_image)
+        self.live_stats_label.setText(state.live_stats.describe() if live else "")
         self.status_label.setText(state.status)
         self.error_label.setText(state.error)
 

@@ -24,6 +24,8 @@ from PyQt5.QtCore import QByteArray, QEventLoop, QTimer
 from PyQt5.QtWidgets import QAbstractItemView, QApplication, QDockWidget, QMdiArea
 
 RESULT = os.environ.get("IMG2IMG_KRITA_SCENARIOS", "")
+ECHO_URL = os.environ.get("IMG2IMG_KRITA_ECHO_URL", "")  # a bridge whose engine echoes its input: the live benchmark's
+BENCH_SIDES = (512, 1024, 2048)
 JOB_TIMEOUT = 120.0
 
 
@@ -250,7 +252,7 @@ def scenario_live(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {"live_on": controller.live.state.value, "timer": run.docker.live_timer.isActive()}
     wait_until(lambda: controller.live.in_flight is not None, 10)
     edits = 6
-    for i in range(edits):  # successive strokes, closer together than the debounce
+    for i in range(edits):  # successive strokes, 60 ms apart: closer together than a tiny-model frame here
         patch = bytes([40 * i % 256, 200, 30 * i % 256, 255]) * (8 * 8)
         source.setPixelData(QByteArray(patch), 4 + 6 * i, 4, 8, 8)
         doc.refreshProjection()
@@ -365,6 +367,217 @@ def scenario_documents(run: Run) -> dict[str, Any]:
     return out
 
 
+class LiveProbe:
+    """Watches live mode from outside: submits, frames shown, and the plug-in's time on Krita's main thread.
+
+    ``edit()`` marks a change made to the canvas; each frame's latency runs from the last edit made before
+    its job was captured to the moment its result was handled (shown in the docker).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        d = run.docker
+        self.controller = c = d.controller
+        self.edits: list[float] = []
+        self.jobs: dict[str, int] = {}  # live job -> edits made before it was captured
+        self.open: set[str] = set()
+        self.max_in_flight = 0
+        self.shown: list[tuple[float, str]] = []
+        self.busy = 0.0
+        self.captures: list[float] = []
+        self._depth = 0
+        submit, handle, capture = c._runner.submit, c.handle, c._canvas.capture
+
+        def timed_submit(spec: Any) -> None:
+            if spec.live:
+                self.open.add(spec.job_id)
+                self.max_in_flight = max(self.max_in_flight, len(self.open))
+                self.jobs[spec.job_id] = len(self.edits)
+            submit(spec)
+
+        def timed_handle(updates: Any) -> None:
+            batch = list(updates)
+            for u in batch:
+                if type(u).__name__ in ("JobResult", "JobFailed", "JobCancelled"):
+                    self.open.discard(u.job_id)
+            self._timed(handle, batch)
+            now = time.perf_counter()
+            self.shown += [(now, u.job_id) for u in batch if type(u).__name__ == "JobResult" and u.job_id in self.jobs]
+
+        def timed_capture(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return capture(*args)
+            finally:
+                self.captures.append((time.perf_counter() - started) * 1000)
+
+        c._runner.submit, c.handle, c._canvas.capture = timed_submit, timed_handle, timed_capture
+        d.live_timer.timeout.disconnect()
+        d.live_timer.timeout.connect(d._guarded(lambda: self._timed(c.tick)))
+
+    def _timed(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._depth:
+            fn(*args)
+            return
+        self._depth += 1
+        started = time.perf_counter()
+        try:
+            fn(*args)
+        finally:
+            self.busy += time.perf_counter() - started
+            self._depth -= 1
+
+    def edit(self) -> None:
+        self.edits.append(time.perf_counter())
+
+    def latencies(self, since: float, until: float) -> list[float]:
+        out = []
+        for at, job in self.shown:
+            made = self.jobs[job]
+            if since <= at <= until and made > 0:
+                out.append(at - self.edits[made - 1])
+        return out
+
+    def close(self) -> None:
+        c, d = self.controller, self.run.docker
+        c.__dict__.pop("handle", None)
+        c._runner.__dict__.pop("submit", None)
+        c._canvas.__dict__.pop("capture", None)
+        d.live_timer.timeout.disconnect()
+        d.live_timer.timeout.connect(d._guarded(c.tick))
+
+
+def stroke(doc: Any, node: Any, probe: LiveProbe, edits: int, gap_ms: int, size: int = 8) -> tuple[float, float]:
+    """A continuous scripted stroke: ``edits`` small dabs along a diagonal, ``gap_ms`` apart; returns its start and end."""
+    width, height = doc.width(), doc.height()
+    started = time.perf_counter()
+    for i in range(edits):
+        x = (i * (width - size)) // max(1, edits - 1)
+        y = (i * (height - size)) // max(1, edits - 1)
+        dab = bytes([(i * 37) % 256, (i * 11) % 256, 255 - (i * 5) % 256, 255]) * (size * size)
+        node.setPixelData(QByteArray(dab), x, y, size, size)
+        doc.refreshProjection()
+        probe.edit()
+        pump(gap_ms)
+    return started, time.perf_counter()
+
+
+def rendered(controller: Any, node: Any, doc: Any) -> Callable[[], bool]:
+    final = zlib.adler32(pixels(node, doc))
+
+    def check() -> bool:
+        if controller.live.in_flight is not None or not controller.live_rendered:
+            return False
+        return bool(controller.live_rendered[-1][0][1] == final)
+
+    return check
+
+
+def scenario_live_stroke(run: Run) -> dict[str, Any]:
+    """Many small edits in one continuous stroke: results show while it goes on, one job at a time, the end rendered."""
+    doc = run.document("u8.png")
+    source = doc.activeNode()
+    original = pixels(source, doc)
+    controller = run.docker.controller
+    run.configure(source="layer", prompt="e2e stroke")
+    run.docker.live_canvas_check.setChecked(False)
+    probe = LiveProbe(run)
+    try:
+        run.docker.live_check.setChecked(True)
+        wait_until(lambda: bool(probe.shown), 30)  # the first frame: the frame time is known from here on
+        before = len(probe.shown)
+        started, ended = stroke(doc, source, probe, edits=100, gap_ms=30)
+        out: dict[str, Any] = {"edits": 100, "frames_during_stroke": sum(1 for at, _ in probe.shown[before:] if at < ended)}
+        out["last_state_rendered"] = wait_until(rendered(controller, source, doc))
+        out["max_in_flight"] = probe.max_in_flight
+        out["jobs"] = len(probe.jobs)
+        out["stats"] = run.docker.live_stats_label.text()
+        out["pause_s"] = controller.live.pause
+        out["stroke_s"] = round(ended - started, 2)
+        run.docker.live_check.setChecked(False)
+        wait_until(lambda: not probe.open, 30)
+    finally:
+        probe.close()
+    source.setPixelData(QByteArray(original), 0, 0, doc.width(), doc.height())
+    doc.refreshProjection()
+    return out
+
+
+def median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[len(ordered) // 2], 2)
+
+
+def reconnect(run: Run, url: str) -> bool:
+    d = run.docker
+    if d.url_edit.text() == url and run.state.connection.value == "online":
+        return True
+    n = len(run.updates)
+    d.url_edit.setText(url)
+    d.reconnect_button.click()
+    return wait_until(lambda: any(type(u).__name__ == "Connected" for u in run.updates[n:]), 30)
+
+
+def bench_one(run: Run, side: int, url: str, seconds: float = 3.0, gap_ms: int = 20) -> dict[str, Any]:
+    out: dict[str, Any] = {"side": side, "connected": reconnect(run, url)}
+    doc = run.document("u8.png")  # scaled up: under Xvfb only the documents on Krita's command line have an active layer
+    doc.scaleImage(side, side, 72, 72, "Bicubic")
+    doc.waitForDone()
+    node = doc.activeNode()
+    out["doc"] = [doc.width(), doc.height(), *node.bounds().getRect()]
+    controller = run.docker.controller
+    run.configure(source="layer", prompt="live bench")
+    run.docker.live_canvas_check.setChecked(False)
+    probe = LiveProbe(run)
+    try:
+        run.docker.live_check.setChecked(True)
+        out["first_frame"] = wait_until(lambda: bool(probe.shown), 20)
+        wait_until(lambda: controller.live.in_flight is None, 20)
+        before, busy_before, captures_before = len(probe.shown), probe.busy, len(probe.captures)
+        started, ended = stroke(doc, node, probe, edits=int(seconds * 1000 / (gap_ms + 5)), gap_ms=gap_ms, size=16)
+        busy = probe.busy - busy_before
+        during = [at for at, _ in probe.shown[before:] if at < ended]
+        out["edits"] = len(probe.edits)
+        out["stroke_s"] = round(ended - started, 2)
+        out["frames_during_stroke"] = len(during)
+        out["fps"] = round(len(during) / (ended - started), 1)
+        out["main_ms_per_frame"] = round(busy * 1000 / len(during), 2) if during else None
+        out["capture_ms"] = median(probe.captures[captures_before:])
+        out["latency_ms"] = median([s * 1000 for s in probe.latencies(started, ended + 60)])
+        out["final_rendered"] = wait_until(rendered(controller, node, doc), 30)
+        out["max_in_flight"] = probe.max_in_flight
+        out["stats"] = run.docker.live_stats_label.text()
+        run.docker.live_check.setChecked(False)
+        wait_until(lambda: not probe.open, 10)
+    finally:
+        probe.close()
+    return out
+
+
+def scenario_live_bench(run: Run) -> dict[str, Any]:
+    """The live benchmark: a scripted stroke against the tiny model and an echo engine at each canvas size."""
+    if not ECHO_URL:
+        return {"skipped": "no echo bridge"}
+    tiny_url = run.docker.url_edit.text()
+    doc = run.document("u8.png")
+    size = doc.width(), doc.height()
+    rows = []
+    for engine, url in (("echo", ECHO_URL), ("tiny", tiny_url)):
+        for side in BENCH_SIDES:
+            try:
+                rows.append({"engine": engine, **bench_one(run, side, url)})
+            except Exception:
+                rows.append({"engine": engine, "side": side, "error": traceback.format_exc()})
+            with open(RESULT + ".bench", "w") as fh:  # what was measured survives a run that is killed
+                json.dump(rows, fh, indent=1)
+    reconnect(run, tiny_url)
+    doc.scaleImage(*size, 72, 72, "Bicubic")
+    doc.waitForDone()
+    return {"rows": rows}
+
+
 def scenario_u16(run: Run) -> dict[str, Any]:
     doc = run.document("deep.png")
     doc.setColorSpace("RGBA", "U16", "sRGB-elle-V2-g10.icc")
@@ -444,8 +657,10 @@ SCENARIOS = [
     scenario_live,
     scenario_half_transparent,
     scenario_documents,
+    scenario_live_stroke,
     scenario_u16,
-    scenario_model_defaults,
+    scenario_live_bench,  # scales u8.png up: after every other scenario on it
+    scenario_model_defaults,  # the settings it leaves are the ones test_settings_persist_in_kritarc reads
 ]
 
 
@@ -466,6 +681,8 @@ def run_all() -> None:
             except Exception:
                 results[scenario.__name__] = {"error": traceback.format_exc()}
             results[scenario.__name__]["seconds"] = round(time.monotonic() - started, 1)
+            with open(RESULT + ".partial", "w") as fh:
+                json.dump(results, fh, indent=1)
             if run.state.running:
                 run.docker.cancel_button.click()
                 wait_until(lambda: not run.state.running, 30)

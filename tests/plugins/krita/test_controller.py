@@ -99,9 +99,7 @@ class Harness:
         self.settings = settings or Settings(prompt="a fox")
         self.views: list[ViewState] = []
         self.clock = Clock()
-        self.controller = Controller(
-            self.canvas, self.runner, lambda: self.settings, self.views.append, live=LiveScheduler(0.3, self.clock)
-        )
+        self.controller = Controller(self.canvas, self.runner, lambda: self.settings, self.views.append, live=LiveScheduler(self.clock))
 
     @property
     def state(self) -> ViewState:
@@ -259,7 +257,7 @@ def live_harness(**settings: Any) -> Harness:
     return h
 
 
-def test_live_sends_the_first_state_then_only_settled_changes() -> None:
+def test_live_sends_the_newest_state_as_soon_as_the_frame_is_back() -> None:
     h = live_harness()
     h.controller.tick()
     (first,) = h.runner.specs
@@ -267,20 +265,37 @@ def test_live_sends_the_first_state_then_only_settled_changes() -> None:
     assert h.state.live is LiveState.RUNNING
     for value in (1, 2, 3):  # three edits while the job runs
         h.canvas.pixels = bytes([value]) * 16
-        h.clock.now += 0.1
+        h.clock.now += 0.01
         h.controller.tick()
-    assert len(h.runner.specs) == 1
-    h.controller.handle([h.result(first.job_id)])
-    h.controller.tick()
-    assert len(h.runner.specs) == 1  # the last edit is not yet still for 0.3 s
-    h.clock.now += 0.3
-    h.controller.tick()
-    assert len(h.runner.specs) == 2
+    assert len(h.runner.specs) == 1 and h.controller.capture_ms is not None
+    assert h.canvas.captures == 1  # nothing can go out while the frame is in flight: no capture either
+    h.clock.now += 0.01
+    h.controller.handle([h.result(first.job_id)])  # no tick needed: the frame's return sends the newest state
+    assert len(h.runner.specs) == 2 and h.canvas.captures == 2
     last = h.runner.specs[-1]
     assert last.capture.pixels == bytes([3]) * 16 and last.settings.seed == first.settings.seed
+    assert h.state.live_stats.latency_s == pytest.approx(0.04) and h.state.live_stats.pause_s == 0.0
+    h.clock.now += 0.02
     h.controller.handle([h.result(last.job_id)])
+    assert len(h.runner.specs) == 2  # nothing changed since
     assert h.controller.live_rendered[-1] == h.controller.live_jobs[last.job_id]
     assert h.state.live_image == (b"V" * 16, 2, 2) and h.state.result_ready
+    assert h.state.live_stats.fps == pytest.approx(50.0)
+
+
+def test_slow_live_frames_wait_for_the_canvas_to_be_still() -> None:
+    h = live_harness()
+    h.controller.tick()
+    h.canvas.pixels = b"\x01" * 16
+    h.clock.now += 0.8
+    h.controller.handle([h.result(h.runner.specs[0].job_id)])
+    assert len(h.runner.specs) == 1 and h.state.live_stats.pause_s == pytest.approx(0.8)
+    h.clock.now += 0.79
+    h.controller.tick()
+    assert len(h.runner.specs) == 1
+    h.clock.now += 0.02
+    h.controller.tick()
+    assert h.runner.specs[-1].capture.pixels == b"\x01" * 16
 
 
 def test_live_results_stay_off_the_canvas_unless_asked() -> None:
@@ -317,8 +332,6 @@ def test_a_settings_change_renders_again() -> None:
     h.controller.tick()
     h.controller.handle([h.result(h.runner.specs[0].job_id)])
     h.settings = Settings(prompt="live, at night")
-    h.controller.tick()
-    h.clock.now += 0.3
     h.controller.tick()
     assert [s.settings.prompt for s in h.runner.specs] == ["live", "live, at night"]
 

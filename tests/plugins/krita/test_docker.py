@@ -121,6 +121,11 @@ docker.show()
 docker.controller._publish(live_image=(bytes([255, 0, 0, 255]) * 4, 2, 2), result_ready=True, seed=5)
 out["view_has_pixmap"] = docker.live_view.pixmap() is not None and not docker.live_view.pixmap().isNull()
 out["apply_enabled"] = docker.apply_button.isEnabled()
+from img2img_bridge.live import LiveState, LiveStats
+docker.controller._publish(live=LiveState.RUNNING, live_stats=LiveStats(fps=24.0, latency_s=0.05, capture_ms=1.5))
+out["live_stats"] = docker.live_stats_label.text()
+docker.controller._publish(live=LiveState.OFF)
+out["live_stats_off"] = docker.live_stats_label.text()
 out["seed_label"] = docker.used_seed_label.text()
 docker.reuse_seed_button.click()
 out["reused"] = docker.seed_edit.text()
@@ -144,6 +149,7 @@ def test_docker_builds_and_binds_its_widgets(binding: str, vendor: Path) -> None
     assert out["saved_prompt"] == "a fox"
     assert out["live_refused"] == [False, "Open an image to use live mode."]
     assert out["view_has_pixmap"] is True and out["apply_enabled"] is True
+    assert out["live_stats"] == "24.0 fps · latency 50 ms · capture 1.5 ms" and out["live_stats_off"] == ""
     assert out["seed_label"] == "Seed used: 5" and out["reused"] == "5"
     assert out["worker_stopped"] is True
 
