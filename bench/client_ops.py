@@ -22,8 +22,8 @@ import msgpack
 import websockets.frames
 from websockets.version import version as websockets_version
 
-from bridge import client as bridge_client
-from bridge import protocol as p
+from bridge.editor import client as bridge_client
+from bridge.editor import protocol as p
 
 from . import client_patches, timing
 

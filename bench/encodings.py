@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from bridge import imaging
-from bridge import protocol as p
+from bridge.editor import protocol as p
 
 MIB = 1 << 20
 

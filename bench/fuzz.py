@@ -26,7 +26,7 @@ if str(_ROOT) not in sys.path:  # run as a script: make the checkout's packages 
 
 import msgpack  # noqa: E402
 
-from bridge import protocol as p  # noqa: E402
+from bridge.editor import protocol as p  # noqa: E402
 
 HANG_SECONDS = 30.0
 #: a probe (a cancel of a job that does not exist) goes out after this many mutated messages,

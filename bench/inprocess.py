@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from bridge import imaging
-from bridge import protocol as p
+from bridge.editor import protocol as p
 from bridge.engine import Engine, PreviewFrame, render_preview
 from bridge.models import LoadedModel
 

@@ -33,8 +33,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["IMG2IMG_BRIDGE_OFFLINE"] = "1"
 
 from bench import fuzz  # noqa: E402
-from bridge import protocol as p  # noqa: E402
-from bridge.client import BridgeClient, new_job_id  # noqa: E402
+from bridge.editor import protocol as p  # noqa: E402
+from bridge.editor.client import BridgeClient, new_job_id  # noqa: E402
 
 SIDE = 4096
 _MIB = 1 << 20

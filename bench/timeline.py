@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge import imaging, server
-from bridge import protocol as p
+from bridge.editor import protocol as p
 
 Mark = tuple[float, float, str, int]  # start, end, stage, bytes
 

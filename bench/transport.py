@@ -17,9 +17,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bridge import imaging
-from bridge import protocol as p
+from bridge.editor import protocol as p
+from bridge.editor.regions import Rect
 from bridge.engine import GeneratedImage, JobHooks
-from bridge.regions import Rect
 from bridge.server import Bridge
 
 

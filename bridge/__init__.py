@@ -1,7 +1,7 @@
 """img2img-bridge: a local image-to-image diffusion server for GIMP and Krita.
 
-This package's ``protocol`` and ``client`` modules are copied into the editors'
-plug-in folders, so this file must stay free of heavy imports.
+The editor side (what the plug-ins carry) is the ``editor`` sub-package; this
+file stays free of heavy imports so that the command line starts quickly.
 """
 
 __version__ = "0.1.0"

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from . import protocol as p
 from .bounds import ServerBounds
-from .client import DEFAULT_URL, BridgeClient, ClientError, Disconnected, new_job_id
+from .editor import protocol as p
+from .editor.client import DEFAULT_URL, BridgeClient, ClientError, Disconnected, new_job_id
 from .logs import LEVELS, LOG_FILE_BACKUPS, LOG_FILE_BYTES
 
 #: where ``serve`` and ``run`` read the token when neither --token nor --token-file is given

@@ -17,10 +17,10 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from . import imaging, seams
-from . import protocol as p
+from .editor import protocol as p
+from .editor.regions import Rect
 from .families import FAMILIES
 from .models import LoadedModel
-from .regions import Rect
 
 _PROMPT_CACHE_SIZE = 32
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from . import protocol as p
+from .editor import protocol as p
 
 #: Pillow modes that hold one grayscale channel deeper than 8 bits, with the value that means white
 _DEEP_GRAY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}

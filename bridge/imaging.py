@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image as PILImage
 
-from . import protocol as p
-from .regions import Rect
+from .editor import protocol as p
+from .editor.regions import Rect
 
 
 def decode_rgba(image: p.Image) -> np.ndarray:

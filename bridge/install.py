@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PLUGIN_NAME = "img2img_bridge"
-CLIENT_MODULES = ("__init__.py", "protocol.py", "wire.py", "client.py", "regions.py", "presets.py")
+CLIENT_MODULES = ("__init__.py", "protocol.py", "wire.py", "client.py", "regions.py", "presets.py")  # bridge/editor/
 VENDORED_PACKAGES = ("websockets", "msgpack")
 
 
@@ -79,11 +79,12 @@ def write_vendor(dest: Path) -> None:
     """Fill ``dest`` with the client library and pure-Python websockets and msgpack."""
     if dest.exists():
         shutil.rmtree(dest)
-    bridge_dest = dest / "bridge"
+    bridge_dest = dest / "bridge" / "editor"
     bridge_dest.mkdir(parents=True)
     here = Path(__file__).resolve().parent
+    shutil.copy2(here / "__init__.py", dest / "bridge" / "__init__.py")
     for name in CLIENT_MODULES:
-        shutil.copy2(here / name, bridge_dest / name)
+        shutil.copy2(here / "editor" / name, bridge_dest / name)
     for package in VENDORED_PACKAGES:
         module = __import__(package)
         source = Path(module.__file__ or "").parent

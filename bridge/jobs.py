@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Hashable
 
-from . import protocol as p
+from .editor import protocol as p
 
 
 class JobState(Enum):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import download
-from . import protocol as p
+from .editor import protocol as p
 from .families import FAMILIES
 from .recipes import RECIPE_FILE, Kind, Overrides, RecipeError, Traits, read_overrides, recipe_for
 from .single_file import CheckpointError, architecture, config_folder, read_header, traits_of

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from . import protocol as p
+from .editor import protocol as p
 
 RECIPE_FILE = "img2img_bridge.json"  # inside a diffusers folder; beside a checkpoint: <stem>.img2img_bridge.json
 

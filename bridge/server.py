@@ -25,8 +25,8 @@ from typing import Any, AsyncIterator, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import __version__
-from . import protocol as p
 from .bounds import ByteBudget, ServerBounds, input_bytes
+from .editor import protocol as p
 from .jobs import Job, JobQueue, JobState
 from .models import TINY_MODEL_NAME, LoadedModel, LoadPlan, ModelError, ModelSpec, load_planned, plan, resolve, with_recipe
 from .recipes import Overrides

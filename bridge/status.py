@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import protocol as p
+from .editor import protocol as p
 
 #: a client is live while its last live frame is at most this many seconds old
 LIVE_WINDOW = 5.0

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
 from bridge.server import BRIDGE, Bridge, ServerConfig, create_app
 
 

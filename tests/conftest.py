@@ -13,7 +13,7 @@ os.environ["IMG2IMG_BRIDGE_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
-from bridge.client import BridgeClient
+from bridge.editor.client import BridgeClient
 
 if TYPE_CHECKING:
     from tests.bridge_server import RunningBridge

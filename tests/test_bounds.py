@@ -12,9 +12,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from bridge import protocol as p
 from bridge.bounds import ByteBudget, ServerBounds, input_bytes
-from bridge.client import BridgeClient, Disconnected
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient, Disconnected
 from bridge.server import ServerConfig
 from tests.bridge_server import RunningBridge, running_bridge
 from tests.test_server import TIMEOUT, Events, photo, request

@@ -98,7 +98,7 @@ def test_install_plugins_into_a_folder(tmp_path: Path) -> None:
     done = cli("install-plugins", "--gimp", "--dest", str(tmp_path / "gimp"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "gimp" / "img2img_bridge" / "img2img_bridge.py").exists()
-    assert (tmp_path / "gimp" / "img2img_bridge" / "vendor" / "bridge" / "client.py").exists()
+    assert (tmp_path / "gimp" / "img2img_bridge" / "vendor" / "bridge" / "editor" / "client.py").exists()
     assert "Filters > AI" in done.stdout
     assert cli("install-plugins", "--dest", str(tmp_path)).returncode == 2
 

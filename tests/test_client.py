@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import protocol as p
-from bridge.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url, shown_url
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url, shown_url
 from tests.served import Served, free_port, serve
 
 
@@ -142,7 +142,7 @@ def test_a_frozen_bridge_is_an_error_within_seconds_not_a_wait_forever(tmp_path:
 
 
 def test_messages_become_sentences_for_the_artist() -> None:
-    from bridge.client import sentence
+    from bridge.editor.client import sentence
 
     assert sentence("nothing is selected") == "Nothing is selected."
     assert sentence(" Lost the bridge. ") == "Lost the bridge."
@@ -151,7 +151,7 @@ def test_messages_become_sentences_for_the_artist() -> None:
 
 
 def test_a_loading_model_in_words() -> None:
-    from bridge.client import describe_loading, loading_fraction
+    from bridge.editor.client import describe_loading, loading_fraction
 
     downloading = p.ModelState("sd-turbo", p.ModelStatus.LOADING, progress=0.1, downloaded=350_000_000, download_size=2_600_000_000)
     assert describe_loading(downloading) == "Downloading sd-turbo: 350 MB of 2.6 GB"

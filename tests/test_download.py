@@ -11,8 +11,8 @@ import huggingface_hub
 import pytest
 
 from bridge import download
-from bridge import protocol as p
-from bridge.client import BridgeClient
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient
 from bridge.models import ModelError, load, resolve
 from bridge.server import ServerConfig
 from bridge.tiny_model import ensure_tiny_model

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bridge import models, seams
-from bridge import protocol as p
+from bridge.editor import protocol as p
 from bridge.engine import Engine, EngineError, JobCancelled, PreviewFrame, render_preview
 from bridge.models import LoadedModel, ModelSpec
 from bridge.tiny_model import ensure_tiny_model

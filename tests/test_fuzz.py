@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.fuzz import frames, run
-from bridge.client import BridgeClient
+from bridge.editor.client import BridgeClient
 from tests.bridge_server import RunningBridge
 from tests.test_server import TIMEOUT, photo, request
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bridge import models
-from bridge import protocol as p
+from bridge.editor import protocol as p
 from bridge.engine import Engine
 from bridge.graphs import OneStepFrame
 from bridge.models import LoadedModel

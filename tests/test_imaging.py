@@ -8,8 +8,8 @@ import pytest
 from PIL import Image as PILImage
 
 from bridge import imaging
-from bridge import protocol as p
-from bridge.regions import Rect, mask_bounds
+from bridge.editor import protocol as p
+from bridge.editor.regions import Rect, mask_bounds
 
 
 def random_rgba(height: int, width: int, seed: int = 0) -> np.ndarray:

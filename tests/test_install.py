@@ -22,14 +22,14 @@ import json, sys
 vendor = sys.argv[1]
 sys.path[:] = [p for p in sys.path if "site-packages" not in p and "dist-packages" not in p]
 sys.path.insert(0, vendor)
-import bridge.client
-import bridge.protocol as p
+import bridge.editor.client
+import bridge.editor.protocol as p
 import msgpack
 import websockets.sync.client
 frame = p.encode(p.Queued(job_id="j", position=3))
 print(json.dumps({
     "python": list(sys.version_info[:2]),
-    "files": [m.__file__ for m in (bridge.client, msgpack, websockets.sync.client)],
+    "files": [m.__file__ for m in (bridge.editor.client, msgpack, websockets.sync.client)],
     "msgpack_version": list(msgpack.version),
     "packer_module": msgpack.Packer.__module__,
     "round_trip": p.decode_server_message(frame) == p.Queued(job_id="j", position=3),
@@ -57,10 +57,10 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def check_vendor(vendor: Path) -> None:
-    bridge = vendor / "bridge"
+    bridge = vendor / "bridge" / "editor"
     assert sorted(p.name for p in bridge.iterdir()) == sorted(install.CLIENT_MODULES)
     for name in install.CLIENT_MODULES:
-        assert (bridge / name).read_bytes() == (BRIDGE_SOURCE / name).read_bytes()
+        assert (bridge / name).read_bytes() == (BRIDGE_SOURCE / "editor" / name).read_bytes()
     for package in install.VENDORED_PACKAGES:
         assert (vendor / package / "__init__.py").is_file()
     compiled = [p for p in vendor.rglob("*") if p.name == "__pycache__" or p.suffix in COMPILED_SUFFIXES]

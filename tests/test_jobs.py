@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
 from bridge.jobs import Job, JobQueue, JobState
 
 

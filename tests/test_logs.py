@@ -8,8 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from bridge import protocol as p
-from bridge.client import BridgeClient, Disconnected
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient, Disconnected
 from tests.served import ROOT, serve
 from tests.test_server import TIMEOUT, photo, request
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
+from bridge.editor.regions import Rect
 from bridge.engine import Engine, GeneratedImage, PreviewFrame
 from bridge.models import LoadedModel, ModelError, ModelSpec, load, resolve, scan_models_dir
-from bridge.regions import Rect
 from bridge.tiny_model import TINY_RESOLUTION, ensure_tiny_model
 from tests.checkpoints import write_single_file
 

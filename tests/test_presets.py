@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge import protocol as p
-from bridge.presets import (
+from bridge.editor import protocol as p
+from bridge.editor.presets import (
     MODEL_DEFAULT,
     PRESET_LABELS,
     STRENGTH_PRESETS,

@@ -6,7 +6,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
 
 RGBA_2X2 = bytes(range(16))
 TURBO = p.Recipe(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
 from bridge.models import folder_traits, scheduler_for
 from bridge.recipes import KINDS, Overrides, RecipeError, Traits, classify, parse_flags, read_overrides, recipe_for
 

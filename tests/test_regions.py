@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.regions import Rect, context_rect, crop, invert_mask, mask_bounds
+from bridge.editor.regions import Rect, context_rect, crop, invert_mask, mask_bounds
 
 
 def test_rect_edges() -> None:

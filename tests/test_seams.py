@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from bridge import imaging, seams
-from bridge import protocol as p
+from bridge.editor import protocol as p
 
 
 def scene(shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

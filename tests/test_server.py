@@ -22,8 +22,8 @@ from PIL import Image as PILImage
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from bridge import protocol as p
-from bridge.client import BridgeClient, ClientError, Disconnected, new_job_id
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient, ClientError, Disconnected, new_job_id
 from bridge.jobs import JobState
 from bridge.models import ModelSpec
 from bridge.server import ServerConfig

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from bridge import protocol as p
-from bridge.client import BridgeClient
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient
 from bridge.server import ServerConfig
 from bridge.status import JobRecord, StatusBoard
 from tests.bridge_server import RunningBridge, running_bridge

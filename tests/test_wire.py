@@ -7,9 +7,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from bridge import protocol as p
-from bridge import wire
-from bridge.client import fast_apply_mask
+from bridge.editor import protocol as p
+from bridge.editor import wire
+from bridge.editor.client import fast_apply_mask
 
 VALUES: list[Any] = [
     None, True, False, 0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1,

@@ -23,8 +23,8 @@ if _HERE not in sys.path:  # works with any --import-mode
 
 import chroot  # noqa: E402
 
-from bridge import protocol as p  # noqa: E402
-from bridge.client import BridgeClient  # noqa: E402
+from bridge.editor import protocol as p  # noqa: E402
+from bridge.editor.client import BridgeClient  # noqa: E402
 
 KEEP_HOME_ENV = "IMG2IMG_E2E_KEEP_HOME"  # set to 1 to keep test HOMEs
 

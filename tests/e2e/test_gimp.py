@@ -18,10 +18,10 @@ import chroot
 import numpy as np
 import pytest
 
-from bridge import protocol as p
 from bridge import seams
+from bridge.editor import protocol as p
+from bridge.editor.presets import STRENGTH_PRESETS
 from bridge.install import install_gimp
-from bridge.presets import STRENGTH_PRESETS
 
 SCENARIOS = Path(__file__).resolve().parent / "gimp_scenarios.py"
 RESULT_NAME = "a red fox (seed 1234)"

@@ -18,9 +18,9 @@ from typing import Any
 import chroot
 import pytest
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
+from bridge.editor.presets import auto_guidance, auto_steps, auto_strength
 from bridge.install import install_krita
-from bridge.presets import auto_guidance, auto_steps, auto_strength
 
 HERE = Path(__file__).resolve().parent
 BENCH_SIDES = (512, 1024, 2048)  # the live benchmark scales u8.png to each

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Hashable, Iterable, Protocol
 
-from bridge import protocol as p
-from bridge.client import describe_loading, sentence
-from bridge.presets import describe_used, recipe_for
-from bridge.regions import Rect
+from bridge.editor import protocol as p
+from bridge.editor.client import describe_loading, sentence
+from bridge.editor.presets import describe_used, recipe_for
+from bridge.editor.regions import Rect
 
 from . import runner as r
 from .jobs import JobSpec, result_layer_name

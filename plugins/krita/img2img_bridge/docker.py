@@ -7,9 +7,9 @@ from typing import Any, Callable
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita
 
-from bridge import protocol as p
-from bridge.client import DEFAULT_URL
-from bridge.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, auto_guidance, auto_steps, auto_strength
+from bridge.editor import protocol as p
+from bridge.editor.client import DEFAULT_URL
+from bridge.editor.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, auto_guidance, auto_steps, auto_strength
 
 from .canvas import KritaCanvas
 from .controller import Connection, Controller, ViewState

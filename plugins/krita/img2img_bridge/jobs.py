@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge import protocol as p
-from bridge.client import new_job_id
+from bridge.editor import protocol as p
+from bridge.editor.client import new_job_id
 
 from .settings import Settings
 from .sources import Capture

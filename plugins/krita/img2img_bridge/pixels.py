@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 
-from bridge.regions import Rect
+from bridge.editor.regions import Rect
 
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
 _ZERO_RUNS = re.compile(rb"\x00+")

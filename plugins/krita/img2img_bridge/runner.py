@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from bridge import protocol as p
-from bridge.client import BridgeClient, ClientError
-from bridge.client import Disconnected as ClientDisconnected
-from bridge.regions import Rect, crop
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient, ClientError
+from bridge.editor.client import Disconnected as ClientDisconnected
+from bridge.editor.regions import Rect, crop
 
 from . import pixels as px
 from .jobs import JobSpec, build_request

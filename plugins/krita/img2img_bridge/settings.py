@@ -6,8 +6,8 @@ from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Mapping
 
-from bridge.client import DEFAULT_URL
-from bridge.presets import AUTO, preset_strength
+from bridge.editor.client import DEFAULT_URL
+from bridge.editor.presets import AUTO, preset_strength
 
 
 class Source(Enum):
@@ -58,7 +58,7 @@ class Settings:
         return self.seed if self.fixed_seed else None
 
     def with_preset(self, name: str) -> Settings:
-        """A preset of ``bridge.presets`` (``MODEL_DEFAULT``: auto)."""
+        """A preset of ``bridge.editor.presets`` (``MODEL_DEFAULT``: auto)."""
         return replace(self, strength=preset_strength(name))
 
     def to_strings(self) -> dict[str, str]:

@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge import protocol as p
-from bridge.client import ClientError
-from bridge.regions import Rect
+from bridge.editor import protocol as p
+from bridge.editor.client import ClientError
+from bridge.editor.regions import Rect
 
 
 @dataclass

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from img2img_gimp.errors import describe_client_error, describe_disconnect, describe_error
 
-from bridge import protocol as p
-from bridge.client import START_HINT, ClientError
+from bridge.editor import protocol as p
+from bridge.editor.client import START_HINT, ClientError
 
 
 @pytest.mark.parametrize("code", list(p.ErrorCode))

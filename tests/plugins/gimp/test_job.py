@@ -6,9 +6,9 @@ from img2img_gimp.request import build_request
 from img2img_gimp.settings import JobSettings
 from img2img_gimp.source import Source
 
-from bridge import protocol as p
-from bridge.client import Disconnected
-from bridge.regions import Rect
+from bridge.editor import protocol as p
+from bridge.editor.client import Disconnected
+from bridge.editor.regions import Rect
 
 from .fakes import FakeBridge, FakeCanvas, model_state, welcome
 

@@ -6,8 +6,8 @@ from dataclasses import replace
 from img2img_gimp.models import bridge_info, describe_settings, probe
 from img2img_gimp.settings import AUTO_GUIDANCE, AUTO_STEPS, AUTO_STRENGTH, EXACT
 
-from bridge import protocol as p
-from bridge.client import START_HINT
+from bridge.editor import protocol as p
+from bridge.editor.client import START_HINT
 
 from .fakes import model_state, welcome
 

@@ -6,8 +6,8 @@ from img2img_gimp.request import build_request, preview_every, result_layer_name
 from img2img_gimp.settings import JobSettings
 from img2img_gimp.source import Source
 
-from bridge import protocol as p
-from bridge.regions import Rect
+from bridge.editor import protocol as p
+from bridge.editor.regions import Rect
 
 RECIPE = p.Recipe(steps=60, guidance=7.5, strength=0.5, live_steps=4, live_strength=0.4, resolution=512)
 SETTINGS = JobSettings(

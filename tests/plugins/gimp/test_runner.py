@@ -12,8 +12,8 @@ from img2img_gimp.runner import run_job
 from img2img_gimp.settings import JobSettings
 from img2img_gimp.source import Source
 
-from bridge.client import START_HINT, BridgeClient
-from bridge.regions import Rect, crop
+from bridge.editor.client import START_HINT, BridgeClient
+from bridge.editor.regions import Rect, crop
 
 from .fakes import FakeCanvas, QueueLoop
 

@@ -19,9 +19,9 @@ from img2img_gimp.settings import (
     resolve_strength,
 )
 
-from bridge import presets
-from bridge.client import DEFAULT_URL
-from bridge.presets import MODEL_DEFAULT, STRENGTH_PRESETS
+from bridge.editor import presets
+from bridge.editor.client import DEFAULT_URL
+from bridge.editor.presets import MODEL_DEFAULT, STRENGTH_PRESETS
 
 
 def defaults(**changes: Any) -> dict[str, Any]:

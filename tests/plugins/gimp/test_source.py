@@ -6,7 +6,7 @@ import pytest
 from img2img_gimp.errors import PluginError
 from img2img_gimp.source import plan_area, read_source
 
-from bridge.regions import Rect
+from bridge.editor.regions import Rect
 
 
 @dataclass

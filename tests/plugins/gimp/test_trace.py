@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from img2img_gimp.trace import TRACE_ENV, TracingCanvas, traced
 
-from bridge.regions import Rect
+from bridge.editor.regions import Rect
 
 from .fakes import FakeCanvas
 

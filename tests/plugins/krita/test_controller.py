@@ -14,8 +14,8 @@ from img2img_bridge.pixels import U8
 from img2img_bridge.settings import Settings, Source
 from img2img_bridge.sources import Capture, CaptureError
 
-from bridge import protocol as p
-from bridge.regions import Rect
+from bridge.editor import protocol as p
+from bridge.editor.regions import Rect
 
 RECT = Rect(0, 0, 2, 2)
 

@@ -77,7 +77,7 @@ def wait(predicate, ms=15000):
 out["offline_error"] = wait(lambda: "img2img-bridge serve" in docker.error_label.text())
 out["reconnect_enabled"] = docker.reconnect_button.isEnabled()
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
 def shown():
     s = docker.settings()
     texts = [docker.steps_spin.text(), docker.guidance_spin.text(), docker.strength_label.text(), docker.live_steps_spin.text()]

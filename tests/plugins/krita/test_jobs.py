@@ -5,8 +5,8 @@ from img2img_bridge.pixels import U8
 from img2img_bridge.settings import Settings
 from img2img_bridge.sources import Capture
 
-from bridge import protocol as p
-from bridge.regions import Rect
+from bridge.editor import protocol as p
+from bridge.editor.regions import Rect
 
 
 def capture(mask: bytes | None = None) -> Capture:

@@ -6,7 +6,7 @@ import time
 import pytest
 from img2img_bridge import pixels as px
 
-from bridge.regions import Rect
+from bridge.editor.regions import Rect
 
 ALL_FORMATS = [px.PixelFormat(depth, linear) for depth in px.Depth for linear in (False, True)]
 

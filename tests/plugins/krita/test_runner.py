@@ -15,10 +15,10 @@ from img2img_bridge.pixels import U8, Depth, PixelFormat
 from img2img_bridge.settings import Settings
 from img2img_bridge.sources import Capture
 
-from bridge import protocol as p
-from bridge.client import BridgeClient
-from bridge.client import Disconnected as ClientDisconnected
-from bridge.regions import Rect, crop
+from bridge.editor import protocol as p
+from bridge.editor.client import BridgeClient
+from bridge.editor.client import Disconnected as ClientDisconnected
+from bridge.editor.regions import Rect, crop
 from tests.plugins.krita.conftest import free_port
 
 TIMEOUT = 60.0

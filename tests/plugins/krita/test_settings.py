@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from img2img_bridge.settings import Settings, Source
 
-from bridge.presets import MODEL_DEFAULT, STRENGTH_PRESETS
+from bridge.editor.presets import MODEL_DEFAULT, STRENGTH_PRESETS
 
 
 def test_settings_survive_their_string_form() -> None:

@@ -5,7 +5,7 @@ from img2img_bridge.pixels import U8
 from img2img_bridge.settings import Source
 from img2img_bridge.sources import Capture, CaptureError, check_node_type, plan_rect, region_mask
 
-from bridge.regions import Rect
+from bridge.editor.regions import Rect
 
 CANVAS = Rect(0, 0, 400, 300)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bridge import protocol as p
-from bridge.client import START_HINT, ClientError, sentence
+from bridge.editor import protocol as p
+from bridge.editor.client import START_HINT, ClientError, sentence
 
 MODEL_HINT = "choose a model in the Img2Img dialog, or start the bridge with: img2img-bridge serve --model NAME"
 

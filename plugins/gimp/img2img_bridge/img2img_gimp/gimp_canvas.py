@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bridge.regions import Rect
+from bridge.editor.regions import Rect
 
 from .pixels import mask_runs
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
-from bridge import protocol as p
-from bridge.client import ClientError, Disconnected, describe_loading, loading_fraction
-from bridge.regions import Rect, crop
+from bridge.editor import protocol as p
+from bridge.editor.client import ClientError, Disconnected, describe_loading, loading_fraction
+from bridge.editor.regions import Rect, crop
 
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
 from .pixels import alpha_from_mask, scale_nearest
@@ -60,7 +60,7 @@ class Canvas(Protocol):
 
 
 class Bridge(Protocol):
-    """The part of ``bridge.client.BridgeClient`` a job uses."""
+    """The part of ``bridge.editor.client.BridgeClient`` a job uses."""
 
     def generate(self, request: p.Generate) -> str: ...
 

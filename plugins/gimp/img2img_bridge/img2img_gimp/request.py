@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge import protocol as p
+from bridge.editor import protocol as p
 
 from .settings import JobSettings
 from .source import Source

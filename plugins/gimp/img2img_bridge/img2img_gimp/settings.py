@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Union
 
-from bridge.client import DEFAULT_URL, ClientError, normalize_url
-from bridge.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, preset_strength
-from bridge.presets import preset_for as _preset_for
+from bridge.editor.client import DEFAULT_URL, ClientError, normalize_url
+from bridge.editor.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, preset_strength
+from bridge.editor.presets import preset_for as _preset_for
 
 from .errors import PluginError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.regions import Rect, context_rect
+from bridge.editor.regions import Rect, context_rect
 
 from .errors import PluginError
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.regions import Rect
+from bridge.editor.regions import Rect
 
 from .job import Canvas
 
