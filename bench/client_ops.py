@@ -18,12 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import msgpack
-import websockets.frames
-from websockets.version import version as websockets_version
-
 from bridge.editor import client as bridge_client
 from bridge.editor import protocol as p
+from bridge.editor.dependencies import msgpack, websockets_client, websockets_frames
 
 from . import client_patches, timing
 
@@ -31,13 +28,14 @@ _MARK = "@@ "
 
 
 def implementations() -> dict[str, str]:
-    """Which websockets and msgpack code is running (C speedups or pure Python)."""
+    """Which websockets and msgpack code is running (C speedups or pure Python), named as outside a package."""
+    vendored = f"{p.__package__}._vendor."
     return {
         "python": sys.version.split()[0],
-        "websockets": websockets_version,
-        "websockets_apply_mask": websockets.frames.apply_mask.__module__,
+        "websockets": sys.modules[websockets_frames.__package__ or "websockets"].__version__,
+        "websockets_apply_mask": websockets_frames.apply_mask.__module__.removeprefix(vendored),
         "msgpack": ".".join(str(v) for v in msgpack.version),
-        "msgpack_unpacker": msgpack.Unpacker.__module__,
+        "msgpack_unpacker": msgpack.Unpacker.__module__.removeprefix(vendored),
         "client_library": bridge_client.__file__ or "?",
     }
 
@@ -188,7 +186,7 @@ def _client_marks(client: bridge_client.BridgeClient, marks: list[tuple[float, f
 
 def bare(cmd: dict[str, Any]) -> dict[str, Any]:
     """The bare stack: websockets' sync client and msgpack against an aiohttp echo endpoint."""
-    from websockets.sync.client import connect
+    connect = websockets_client.connect
 
     side = int(cmd["side"])
     pixels = rgba(side)

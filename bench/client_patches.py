@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable
 
-import websockets.frames
+from bridge.editor.dependencies import websockets_frames
 
 PATCHES = ("zero-mask",)
 
@@ -49,8 +49,8 @@ def patched(names: tuple[str, ...] | list[str]) -> Iterator[None]:
             setattr(obj, name, value)
 
         if "zero-mask" in names:
-            put(websockets.frames, "secrets", _ZeroKey)
-            put(websockets.frames, "apply_mask", _skip_zero_mask(websockets.frames.apply_mask))
+            put(websockets_frames, "secrets", _ZeroKey)
+            put(websockets_frames, "apply_mask", _skip_zero_mask(websockets_frames.apply_mask))
         yield
 
 

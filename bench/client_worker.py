@@ -1,8 +1,8 @@
 """The client side of the benchmarks, in its own process: ``python [-S] bench/client_worker.py [--vendor DIR]``.
 
-With ``--vendor`` (a folder made by ``bridge.install.write_vendor``) it imports
-the client library and the pure-Python websockets and msgpack from there, as
-the editors' plug-ins do. It reads one JSON command per line on stdin and
+With ``--vendor`` (a folder holding ``bridge/editor`` as ``bridge.install.write_editor_package``
+writes it) it imports the client library from there, with its own pure-Python
+websockets and msgpack, as the editors' plug-ins do. It reads one JSON command per line on stdin and
 answers each with one line on stdout that starts with ``@@``.
 """
 
@@ -25,7 +25,7 @@ def _set_path(vendor: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--vendor", help="a folder made by bridge.install.write_vendor")
+    parser.add_argument("--vendor", help="a folder holding bridge/editor as install.write_editor_package writes it")
     args = parser.parse_args(argv)
     _set_path(args.vendor)
     from bench.client_ops import serve

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.clients import ClientProcess
     from bench.profiles import PROFILES, SHIPPED
     from bench.transport import echo_engine, running_echo
-    from bridge.install import write_vendor
+    from bridge.install import write_editor_package
     from bridge.models import load, resolve
     from bridge.server import ServerConfig
     from bridge.tiny_model import cache_root
@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as scratch:
-        vendor = Path(scratch) / "vendor"
-        write_vendor(vendor)
+        vendor = Path(scratch) / "vendor"  # bridge.editor as the plug-ins carry it, with its own pure-Python copies
+        (vendor / "bridge").mkdir(parents=True)
+        (vendor / "bridge" / "__init__.py").write_text("", encoding="utf-8")
+        write_editor_package(vendor / "bridge" / "editor")
         with ClientProcess(vendor=vendor) as pure, ClientProcess(vendor=None) as native:
             results["clients"] = {"pure": pure.info, "native": native.info}
             for index, case in enumerate(cases):

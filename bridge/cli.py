@@ -1,4 +1,4 @@
-"""``img2img-bridge``: serve, run (the reference client) and install-plugins."""
+"""``img2img-bridge``: serve, run (the reference client), install-plugins and package-plugins."""
 
 from __future__ import annotations
 
@@ -167,7 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--krita", action="store_true", help="only Krita (default: both)")
     install.add_argument("--dest", type=Path, default=None, help="install into this folder instead (with one of --gimp/--krita)")
     install.add_argument("--enable", action="store_true", help="enable the Krita plug-in in kritarc (Krita must be closed)")
-    install.add_argument("--kritarc", type=Path, default=None, help="the kritarc to edit with --enable")
+    install.add_argument(
+        "--kritarc", type=Path, default=None, help="the kritarc to edit with --enable (default: the one of the Krita installed into)"
+    )
+
+    package = commands.add_parser(
+        "package-plugins", help="write the plug-ins as zips: Krita's for Tools > Scripts > Import Python Plugin from File, GIMP's"
+    )
+    package.add_argument("--dest", type=Path, default=Path("."), help="the folder to write them into (default: this one)")
 
     return parser
 
@@ -184,6 +191,8 @@ def _main(argv: list[str] | None) -> int:
         return _serve(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "package-plugins":
+        return _package(args)
     return _install(args)
 
 
@@ -488,9 +497,23 @@ def _install(args: argparse.Namespace) -> int:
         if item.host == "GIMP":
             print("  restart GIMP; the command is Filters > AI > Img2Img…")
         elif item.enabled:
-            print("  enabled in kritarc; restart Krita and show the docker: Settings > Dockers > Img2Img Bridge")
+            print(f"  enabled in {item.kritarc}; restart Krita and show the docker: Settings > Dockers > Img2Img Bridge")
         else:
             print("  restart Krita, enable it in Settings > Configure Krita > Python Plugin Manager, restart again")
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    from .install import InstallError, package_plugins
+
+    try:
+        written = package_plugins(args.dest)
+    except (InstallError, OSError) as exc:
+        print(f"packaging failed: {exc}", file=sys.stderr)
+        return 1
+    krita, gimp = written
+    print(f"wrote {krita}: in Krita, Tools > Scripts > Import Python Plugin from File…, then restart Krita")
+    print(f"wrote {gimp}: unpack it into GIMP's plug-ins folder (Edit > Preferences > Folders > Plug-ins), then restart GIMP")
     return 0
 
 

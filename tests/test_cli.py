@@ -98,9 +98,16 @@ def test_install_plugins_into_a_folder(tmp_path: Path) -> None:
     done = cli("install-plugins", "--gimp", "--dest", str(tmp_path / "gimp"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "gimp" / "img2img_bridge" / "img2img_bridge.py").exists()
-    assert (tmp_path / "gimp" / "img2img_bridge" / "vendor" / "bridge" / "editor" / "client.py").exists()
+    assert (tmp_path / "gimp" / "img2img_bridge" / "img2img_gimp" / "_bridge" / "client.py").exists()
     assert "Filters > AI" in done.stdout
     assert cli("install-plugins", "--dest", str(tmp_path)).returncode == 2
+
+
+def test_package_plugins_writes_both_zips(tmp_path: Path) -> None:
+    done = cli("package-plugins", "--dest", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img2img_bridge-gimp.zip", "img2img_bridge-krita.zip"]
+    assert "Import Python Plugin from File" in done.stdout
 
 
 def test_tokens_come_from_a_file_or_the_environment_not_the_command_line(tmp_path: Path) -> None:

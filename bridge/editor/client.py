@@ -1,6 +1,6 @@
 """The client library: the command line and both editor plug-ins talk to the bridge through it.
 
-Standard library + websockets + msgpack only (Python 3.10 to 3.13): the editors'
+Standard library + websockets + msgpack only (Python 3.10 to 3.14): the editors'
 embedded Pythons run it from pure-Python copies of those two packages.
 
 Events arrive on a background thread and are handed to ``on_event``; hosts
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import protocol as p
 from . import wire
+from .dependencies import VENDORED, websockets_client, websockets_exceptions, websockets_frames
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
@@ -153,11 +154,9 @@ def fast_apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearra
 
 
 def _speed_up_pure_websockets() -> None:
-    import websockets.frames
-    import websockets.utils
-
-    if websockets.frames.apply_mask is websockets.utils.apply_mask:  # no C speedups loaded
-        websockets.frames.apply_mask = fast_apply_mask
+    # only this package's own copy, which has no C speedups: the environment's websockets is shared, left alone
+    if VENDORED:
+        websockets_frames.apply_mask = fast_apply_mask
 
 
 def _fragments(pieces: list[wire.Piece]) -> Iterator[memoryview]:
@@ -206,13 +205,10 @@ class BridgeClient:
 
     def connect(self) -> p.Welcome:
         """Open the websocket and handshake; raises ClientError with advice when it cannot."""
-        from websockets.exceptions import InvalidStatus, WebSocketException
-        from websockets.sync.client import connect
-
         _speed_up_pure_websockets()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            ws = connect(
+            ws = websockets_client.connect(
                 self.url,
                 additional_headers=headers,
                 compression=None,  # pixels do not deflate well and pure-Python deflate is slow
@@ -226,7 +222,7 @@ class BridgeClient:
                 proxy=None,
                 close_timeout=2,
             )
-        except InvalidStatus as exc:
+        except websockets_exceptions.InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
                 raise ClientError(
@@ -236,7 +232,7 @@ class BridgeClient:
             raise ClientError(
                 p.ErrorCode.CONNECTION, f"the bridge at {shown_url(self.url)} answered HTTP {status}; is this an img2img bridge?"
             ) from exc
-        except (OSError, WebSocketException, TimeoutError) as exc:
+        except (OSError, websockets_exceptions.WebSocketException, TimeoutError) as exc:
             raise ClientError(
                 p.ErrorCode.CONNECTION, f"could not reach the bridge at {shown_url(self.url)} ({self._redact(exc)}); {START_HINT}"
             ) from exc
@@ -396,9 +392,7 @@ class BridgeClient:
 
     def _lost(self, exc: Exception) -> str:
         """A sentence for a connection that ended under the reader."""
-        from websockets.exceptions import ConnectionClosed
-
-        if isinstance(exc, ConnectionClosed):
+        if isinstance(exc, websockets_exceptions.ConnectionClosed):
             if exc.rcvd is not None and exc.rcvd.reason:
                 # 1008: the bridge turned this client away (it did not read, said no hello); otherwise it stopped
                 hint = "" if exc.rcvd.code == 1008 else f"; {START_HINT}"

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, ClassVar, TypeVar, Union
 
-import msgpack
-
 from . import wire
+from .dependencies import PURE_MSGPACK, msgpack
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 7421
@@ -812,11 +811,6 @@ def is_job_end(message: Message) -> bool:
     return isinstance(message, Cancelled)
 
 
-# msgpack's pure-Python fallback (the editors' plug-ins) copies each large bin three times on the way in;
-# wire.unpack copies it once. Where msgpack's C extension loaded, it is the faster reader.
-_PURE_MSGPACK = msgpack.Unpacker.__module__ == "msgpack.fallback"
-
-
 def encode(message: Message) -> bytes:
     """The message as one msgpack frame (large pixel buffers copied once, into the frame)."""
     parts = wire.pack_parts(message.to_wire())
@@ -829,7 +823,9 @@ def encode_parts(message: Message) -> list[wire.Piece]:
 
 
 def _unpack(data: bytes | bytearray | memoryview) -> Any:
-    if _PURE_MSGPACK:
+    # msgpack's pure-Python fallback (the editors' plug-ins) copies each large bin three times on the way in;
+    # wire.unpack copies it once. Where msgpack's C extension loaded, it is the faster reader.
+    if PURE_MSGPACK:
         return wire.unpack(data)
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 import importlib
 import random
 import sys
-from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-for _folder in (_HERE, _HERE / "vendor"):  # vendor ends up first: the bridge client, websockets, msgpack
-    if _folder.is_dir() and str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
+# GIMP runs this file as a script, so its folder (with img2img_gimp, which carries the bridge's editor package as
+# img2img_gimp._bridge) is first on sys.path already
 
 _gi: Any = importlib.import_module("gi")
 _gi.require_version("Gimp", "3.0")

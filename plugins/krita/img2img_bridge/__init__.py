@@ -1,25 +1,12 @@
 """img2img bridge for Krita: a docker that sends the canvas to a local img2img bridge and shows what comes back.
 
-Krita imports this package at start-up. The installer puts the client library
-and pure-Python websockets and msgpack in ``vendor/`` beside this file; that
-folder goes first on ``sys.path`` before anything imports them. Run from the
-source tree (unit tests) there is no ``vendor/`` and the checkout's ``bridge``
-package is used.
+Krita imports this package at start-up, in the interpreter it shares with every
+other plug-in: everything this one brings, the bridge's editor package and its
+websockets and msgpack copies included, is imported under ``img2img_bridge.``
+(see ``bridge_package``), nothing as a top-level name.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-
-def _use_vendor() -> None:
-    vendor = Path(__file__).resolve().parent / "vendor"
-    if vendor.is_dir() and str(vendor) not in sys.path:
-        sys.path.insert(0, str(vendor))
-
-
-_use_vendor()
 
 try:
     from krita import Krita  # noqa: F401  (only present inside Krita)

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from krita import Document, Krita, Node
 
-from bridge.editor.regions import Rect
-
+from .bridge_package import Rect
 from .pixels import PixelFormat, UnsupportedFormat, pixel_format, to_rgba8
 from .qt import QByteArray
 from .settings import Source

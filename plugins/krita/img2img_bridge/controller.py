@@ -13,13 +13,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Hashable, Iterable, Protocol
 
-from bridge.editor import protocol as p
-from bridge.editor.client import describe_loading, sentence
-from bridge.editor.presets import describe_used, recipe_for
-from bridge.editor.regions import Rect
-
 from . import runner as r
-from .jobs import JobSpec, result_layer_name
+from .bridge_package import Rect, describe_loading, describe_used, p, recipe_for, result_layer_name, sentence
+from .jobs import JobSpec
 from .live import LiveScheduler, LiveState, LiveStats
 from .settings import MAX_SEED, Settings, Source
 from .sources import Capture, CaptureError

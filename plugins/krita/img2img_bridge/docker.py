@@ -7,10 +7,7 @@ from typing import Any, Callable
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita
 
-from bridge.editor import protocol as p
-from bridge.editor.client import DEFAULT_URL
-from bridge.editor.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, auto_guidance, auto_steps, auto_strength
-
+from .bridge_package import DEFAULT_URL, MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, auto_guidance, auto_steps, auto_strength, p
 from .canvas import KritaCanvas
 from .controller import Connection, Controller, ViewState
 from .live import TICK_S, LiveState

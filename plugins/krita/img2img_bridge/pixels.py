@@ -15,12 +15,11 @@ from __future__ import annotations
 import re
 import struct
 import sys
-from array import array
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 
-from bridge.editor.regions import Rect
+from .bridge_package import Rect
 
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
 _ZERO_RUNS = re.compile(rb"\x00+")
@@ -219,41 +218,12 @@ def from_rgba8(rgba: bytes, fmt: PixelFormat) -> bytes:
 # --- whole-buffer helpers -------------------------------------------------------------------
 
 
-def scale_nearest(rgba: bytes, width: int, height: int, new_width: int, new_height: int) -> bytes:
-    """Nearest-neighbour resize of RGBA 8-bit pixels (previews are small; this blows them up)."""
-    if (width, height) == (new_width, new_height):
-        return rgba
-    if len(rgba) != width * height * 4:
-        raise ValueError(f"{len(rgba)} bytes is not a {width}x{height} RGBA image")
-    pixels = memoryview(rgba).cast("I")
-    columns = [(2 * x + 1) * width // (2 * new_width) for x in range(new_width)]
-    rows: dict[int, bytes] = {}
-    out: list[bytes] = []
-    for y in range(new_height):
-        source_row = (2 * y + 1) * height // (2 * new_height)
-        row = rows.get(source_row)
-        if row is None:
-            line = pixels[source_row * width : (source_row + 1) * width]
-            row = rows[source_row] = array("I", map(line.__getitem__, columns)).tobytes()
-        out.append(row)
-    return b"".join(out)
-
-
 def keep_where_unmasked(result: bytes, original: bytes, mask: bytes, pixel_bytes: int) -> bytes:
     """``result`` with every pixel whose mask byte is 0 taken from ``original`` (same size)."""
     out = bytearray(result)
     for run in _ZERO_RUNS.finditer(mask):
         start, end = run.start() * pixel_bytes, run.end() * pixel_bytes
         out[start:end] = original[start:end]
-    return bytes(out)
-
-
-def clear_where_unmasked(pixels: bytes, mask: bytes, pixel_bytes: int) -> bytes:
-    """``pixels`` made transparent (all zero) wherever the mask byte is 0."""
-    out = bytearray(pixels)
-    for run in _ZERO_RUNS.finditer(mask):
-        start, end = run.start() * pixel_bytes, run.end() * pixel_bytes
-        out[start:end] = bytes(end - start)
     return bytes(out)
 
 

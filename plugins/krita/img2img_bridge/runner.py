@@ -15,12 +15,9 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from bridge.editor import protocol as p
-from bridge.editor.client import BridgeClient, ClientError
-from bridge.editor.client import Disconnected as ClientDisconnected
-from bridge.editor.regions import Rect, crop
-
 from . import pixels as px
+from .bridge_package import BridgeClient, ClientError, Rect, crop, describe_error, p, preview_pixels
+from .bridge_package import Disconnected as ClientDisconnected
 from .jobs import JobSpec, build_request
 
 # --- what the worker reports --------------------------------------------------------------
@@ -309,7 +306,7 @@ class JobRunner:
         if isinstance(event, p.Result):
             return self._result(job, event)
         if isinstance(event, p.Error):
-            return JobFailed(job_id, event.message)
+            return JobFailed(job_id, describe_error(event, choose_model="in the docker's Model list", run_again="press Generate again"))
         if isinstance(event, p.Cancelled):
             return JobCancelled(job_id)
         return None
@@ -317,10 +314,7 @@ class JobRunner:
     def _preview(self, job: _Job, event: p.Preview) -> JobPreview:
         capture = job.spec.capture
         rect = Rect(event.x, event.y, event.width, event.height)
-        small = event.image.raw_rgba()
-        rgba = px.scale_nearest(small, event.image.width, event.image.height, rect.width, rect.height)
-        if capture.mask is not None:
-            rgba = px.clear_where_unmasked(rgba, crop(capture.mask, capture.rect.width, rect, 1), 4)
+        rgba = preview_pixels(event, None if capture.mask is None else crop(capture.mask, capture.rect.width, rect, 1))
         return JobPreview(job.spec.job_id, rect.translate(capture.rect.x, capture.rect.y), px.from_rgba8(rgba, capture.fmt))
 
     def _result(self, job: _Job, event: p.Result) -> JobResult:

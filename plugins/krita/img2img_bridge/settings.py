@@ -6,8 +6,7 @@ from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Mapping
 
-from bridge.editor.client import DEFAULT_URL
-from bridge.editor.presets import AUTO, preset_strength
+from .bridge_package import AUTO, DEFAULT_URL, preset_strength
 
 
 class Source(Enum):

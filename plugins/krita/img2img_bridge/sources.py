@@ -5,8 +5,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from bridge.editor.regions import Rect, context_rect, invert_mask
-
+from .bridge_package import Rect, context_rect, invert_mask
 from .pixels import PixelFormat
 from .settings import Source
 

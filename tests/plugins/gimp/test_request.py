@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from img2img_gimp.request import build_request, preview_every, result_layer_name
+from img2img_gimp.request import build_request
 from img2img_gimp.settings import JobSettings
 from img2img_gimp.source import Source
 
@@ -52,17 +52,5 @@ def test_auto_settings_are_left_unset_for_the_models_recipe() -> None:
     assert p.decode_client_message(p.encode(request)) == request
 
 
-def test_about_ten_previews_of_the_steps_that_run() -> None:
-    assert preview_every(replace(SETTINGS, steps=20, strength=0.2), None) == 1
-    assert preview_every(replace(SETTINGS, steps=50, strength=0.4), None) == 2
-    assert preview_every(replace(SETTINGS, steps=100, strength=1.0), None) == 10
-    auto = replace(SETTINGS, steps=None, strength=None)
-    assert preview_every(auto, RECIPE) == 3  # the recipe's 60 steps × 0.5
-    assert preview_every(auto, None) == 1  # unknown: every step
-
-
-def test_layer_name_holds_prompt_and_seed() -> None:
-    assert result_layer_name("a red  fox\nin snow", 7) == "a red fox in snow (seed 7)"
-    assert result_layer_name("", 7) == "Img2Img (seed 7)"
-    long = result_layer_name("word " * 30, 1)
-    assert long.endswith("\u2026 (seed 1)") and len(long) < 60
+def test_previews_come_about_ten_times_a_job() -> None:
+    assert build_request(replace(SETTINGS, steps=50, strength=0.4), Source(Rect(0, 0, 1, 1), bytes(4), None), "j").preview.every == 2

@@ -20,12 +20,12 @@ for folder in (str(ROOT), str(PLUGIN_DIR)):
 
 
 @pytest.fixture(scope="session")
-def vendor(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The installed plug-in's vendor/ folder (client library, pure-Python websockets and msgpack)."""
-    from bridge.install import write_vendor
+def pykrita(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pykrita folder with the plug-in installed: its own copy of the editor package, pure-Python websockets and msgpack."""
+    from bridge.install import write_krita_plugin
 
-    folder = tmp_path_factory.mktemp("krita-plugin") / "vendor"
-    write_vendor(folder)
+    folder = tmp_path_factory.mktemp("krita-plugin") / "pykrita"
+    write_krita_plugin(folder)
     return folder
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-PLUGIN_DIR = ROOT / "plugins" / "krita"
 BINDINGS = ("PyQt5", "PyQt6")
 
 
@@ -27,13 +26,13 @@ def qt_python() -> str:
     return str(default)
 
 
-def run_with(binding: str, script: str, vendor: Path, timeout: float = 60.0) -> dict[str, Any]:
+def run_with(binding: str, script: str, pykrita: Path, timeout: float = 60.0) -> dict[str, Any]:
     """Run ``script`` with ``binding`` imported first (as Krita does); it prints one JSON object last.
 
-    ``vendor`` is a folder made by ``bridge.install.write_vendor``: the client library and its
-    pure-Python dependencies, as the installed plug-in has them.
+    ``pykrita`` is a folder made by ``bridge.install.write_krita_plugin``: the plug-in as installed, with
+    its own copies of the editor package and its pure-Python dependencies.
     """
-    prologue = f"import sys\nsys.path[:0] = [{str(vendor)!r}, {str(PLUGIN_DIR)!r}]\nimport {binding}.QtCore\n"
+    prologue = f"import sys\nsys.path[:0] = [{str(pykrita)!r}]\nimport {binding}.QtCore\n"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("IMG2IMG_QT_BINDING", None)
     proc = subprocess.run([qt_python(), "-c", prologue + script], capture_output=True, text=True, timeout=timeout, env=env, check=False)

@@ -140,8 +140,8 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
-def test_docker_builds_and_binds_its_widgets(binding: str, vendor: Path) -> None:
-    out = run_with(binding, (FAKE_KRITA + SCENARIO) % {"port": free_port(), "binding": binding}, vendor)
+def test_docker_builds_and_binds_its_widgets(binding: str, pykrita: Path) -> None:
+    out = run_with(binding, (FAKE_KRITA + SCENARIO) % {"port": free_port(), "binding": binding}, pykrita)
     assert out["factory"] == ["img2img_bridge", 3, "BridgeDocker"]
     assert out["prompt"] == "stored prompt"
     assert out["offline_error"] is True and out["reconnect_enabled"] is True
@@ -155,8 +155,8 @@ def test_docker_builds_and_binds_its_widgets(binding: str, vendor: Path) -> None
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
-def test_the_docker_shows_the_models_defaults_and_sends_only_what_the_artist_changed(binding: str, vendor: Path) -> None:
-    out = run_with(binding, (FAKE_KRITA + SCENARIO) % {"port": free_port(), "binding": binding}, vendor)
+def test_the_docker_shows_the_models_defaults_and_sends_only_what_the_artist_changed(binding: str, pykrita: Path) -> None:
+    out = run_with(binding, (FAKE_KRITA + SCENARIO) % {"port": free_port(), "binding": binding}, pykrita)
     auto = [None, None, None, None]
     assert out["unknown"]["sent"] == auto and out["unknown"]["texts"] == ["auto", "auto", "auto", "steps auto"]
     assert out["turbo"] == {"sent": auto, "texts": ["auto (2)", "auto (off)", "auto (0.50)", "steps auto (1)"], "slider": 50}

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from img2img_bridge.jobs import PREVIEW_SIZE, JobSpec, build_request, result_layer_name
+from img2img_bridge.jobs import JobSpec, build_request
 from img2img_bridge.pixels import U8
 from img2img_bridge.settings import Settings
 from img2img_bridge.sources import Capture
 
 from bridge.editor import protocol as p
+from bridge.editor.plugin import PREVIEW_SIZE
 from bridge.editor.regions import Rect
 
 
@@ -67,10 +68,3 @@ def test_live_jobs_leave_steps_to_the_live_recipe_unless_live_steps_are_set() ->
 
 def test_each_job_gets_its_own_id() -> None:
     assert JobSpec.new(capture(), Settings()).job_id != JobSpec.new(capture(), Settings()).job_id
-
-
-def test_layer_names_come_from_prompt_and_seed() -> None:
-    assert result_layer_name("a  red\nfox", 42) == "a red fox (seed 42)"
-    assert result_layer_name("", 7) == "img2img (seed 7)"
-    long = result_layer_name("word " * 30, 1)
-    assert long.endswith("… (seed 1)") and len(long) < 60

@@ -94,25 +94,11 @@ def test_unknown_depth_is_refused() -> None:
         px.pixel_format("RGBA", "F64")
 
 
-def test_scale_nearest_blows_up_each_pixel() -> None:
-    small = bytes([1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4])  # 2x2
-    big = px.scale_nearest(small, 2, 2, 4, 4)
-    rows = [big[i * 16 : (i + 1) * 16] for i in range(4)]
-    assert rows[0] == rows[1] == bytes([1] * 8 + [2] * 8)
-    assert rows[2] == rows[3] == bytes([3] * 8 + [4] * 8)
-    assert px.scale_nearest(small, 2, 2, 2, 2) is small
-    assert len(px.scale_nearest(small, 2, 2, 3, 5)) == 3 * 5 * 4
-
-
 def test_keep_where_unmasked_restores_only_zero_mask_pixels() -> None:
     result = bytes([9, 9]) * 4
     original = bytes([1, 1, 2, 2, 3, 3, 4, 4])
     mask = bytes([0, 255, 128, 0])
     assert px.keep_where_unmasked(result, original, mask, 2) == bytes([1, 1, 9, 9, 9, 9, 4, 4])
-
-
-def test_clear_where_unmasked_makes_kept_pixels_transparent() -> None:
-    assert px.clear_where_unmasked(bytes([5] * 8), bytes([0, 255]), 4) == bytes([0] * 4 + [5] * 4)
 
 
 def test_paste_writes_a_patch_into_its_rectangle() -> None:

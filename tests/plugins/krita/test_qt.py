@@ -40,8 +40,8 @@ print(json.dumps({
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
-def test_shim_uses_the_loaded_binding_and_never_the_other(binding: str, vendor: Path) -> None:
-    result = run_with(binding, SHIM, vendor)
+def test_shim_uses_the_loaded_binding_and_never_the_other(binding: str, pykrita: Path) -> None:
+    result = run_with(binding, SHIM, pykrita)
     assert result["binding"] == binding
     assert result["qt6"] is (binding == "PyQt6")
     assert result["other_loaded"] is False
@@ -50,7 +50,7 @@ def test_shim_uses_the_loaded_binding_and_never_the_other(binding: str, vendor: 
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
-def test_relay_hands_worker_objects_to_the_gui_thread_in_order(binding: str, vendor: Path) -> None:
-    result = run_with(binding, SHIM, vendor)
+def test_relay_hands_worker_objects_to_the_gui_thread_in_order(binding: str, pykrita: Path) -> None:
+    result = run_with(binding, SHIM, pykrita)
     assert result["items"] == [1, 2, 3]
     assert result["on_main_thread"] is True

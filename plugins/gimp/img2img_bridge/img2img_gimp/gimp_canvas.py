@@ -8,8 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bridge.editor.regions import Rect
-
+from .bridge_package import Rect
 from .pixels import mask_runs
 
 Gimp: Any = importlib.import_module("gi.repository.Gimp")

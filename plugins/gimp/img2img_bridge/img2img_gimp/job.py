@@ -12,13 +12,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
-from bridge.editor import protocol as p
-from bridge.editor.client import ClientError, Disconnected, describe_loading, loading_fraction
-from bridge.editor.regions import Rect, crop
-
+from .bridge_package import ClientError, Disconnected, Rect, crop, describe_loading, loading_fraction, p, preview_pixels, result_layer_name
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
-from .pixels import alpha_from_mask, scale_nearest
-from .request import result_layer_name
 from .source import Source
 
 
@@ -188,10 +183,8 @@ class ImageJob:
         area = Rect(preview.x, preview.y, preview.width, preview.height)
         if not self._inside_source(area) or preview.image.encoding not in p.BASIC_ENCODINGS:
             return  # a preview is a courtesy: skip one that cannot be shown
-        small = preview.image.raw_rgba()
-        rgba = scale_nearest(small, preview.image.width, preview.image.height, area.width, area.height)
-        if self.source.mask is not None:
-            rgba = alpha_from_mask(rgba, crop(self.source.mask, self.source.rect.width, area, 1))
+        mask = None if self.source.mask is None else crop(self.source.mask, self.source.rect.width, area, 1)
+        rgba = preview_pixels(preview, mask)
         try:
             if not self._frozen:
                 self.canvas.freeze_history()

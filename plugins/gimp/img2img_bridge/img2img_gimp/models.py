@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.editor import protocol as p
-from bridge.editor.client import BridgeClient, ClientError
-from bridge.editor.presets import auto_guidance, auto_steps, auto_strength, recipe_for
-
+from .bridge_package import BridgeClient, ClientError, auto_guidance, auto_steps, auto_strength, p, recipe_for
 from .errors import PluginError, describe_client_error
 from .settings import AUTO_STEPS, resolve_strength
 

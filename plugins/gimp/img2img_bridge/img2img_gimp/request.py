@@ -1,14 +1,10 @@
-"""The generate request for one run, and the name of the layer it produces."""
+"""The generate request for one run, from the dialog's settings and the source's pixels."""
 
 from __future__ import annotations
 
-from bridge.editor import protocol as p
-
+from .bridge_package import generate_request, p, preview_every
 from .settings import JobSettings
 from .source import Source
-
-PREVIEW_MAX_SIZE = 256
-MAX_NAME_PROMPT = 40
 
 
 def build_request(settings: JobSettings, source: Source, job_id: str, recipe: p.Recipe | None = None) -> p.Generate:
@@ -16,38 +12,17 @@ def build_request(settings: JobSettings, source: Source, job_id: str, recipe: p.
 
     ``recipe`` (the model's, when known) only sets how often previews come.
     """
-    rect = source.rect
-    mask = None if source.mask is None else p.Mask(rect.width, rect.height, source.mask)
-    return p.Generate(
-        job_id=job_id,
-        image=p.Image(rect.width, rect.height, source.rgba),
-        mask=mask,
+    return generate_request(
+        job_id,
+        source.rgba,
+        source.rect,
+        source.mask,
         prompt=settings.prompt,
         negative_prompt=settings.negative_prompt,
         strength=settings.strength,
         steps=settings.steps,
         guidance=settings.guidance,
         seed=settings.seed,
-        preview=p.PreviewSettings(every=preview_every(settings, recipe), max_size=PREVIEW_MAX_SIZE),
-        match_seams=None if mask is None else settings.match_seams,
+        match_seams=settings.match_seams,
+        preview_every=preview_every(settings.steps, settings.strength, recipe),
     )
-
-
-def preview_every(settings: JobSettings, recipe: p.Recipe | None) -> int:
-    """About ten previews a job: enough to watch, few enough not to slow the bridge down.
-
-    A job runs about steps × strength denoising steps; while that is unknown, every step gets one.
-    """
-    steps, _, strength = recipe.settings(live=False) if recipe is not None else (None, None, None)
-    steps = settings.steps or steps
-    strength = settings.strength or strength
-    if steps is None or strength is None:
-        return 1
-    return max(1, round(steps * strength / 10))
-
-
-def result_layer_name(prompt: str, seed: int) -> str:
-    text = " ".join(prompt.split())
-    if len(text) > MAX_NAME_PROMPT:
-        text = text[: MAX_NAME_PROMPT - 1].rstrip() + "\u2026"
-    return f"{text or 'Img2Img'} (seed {seed})"

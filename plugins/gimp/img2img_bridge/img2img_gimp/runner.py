@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from bridge.editor import protocol as p
-from bridge.editor.client import BridgeClient, ClientError, Disconnected, EventCallback, new_job_id
-from bridge.editor.presets import recipe_for
-
+from .bridge_package import BridgeClient, ClientError, Disconnected, EventCallback, new_job_id, p, recipe_for
 from .errors import PluginError, describe_client_error
 from .job import Canvas, ImageJob
 from .request import build_request

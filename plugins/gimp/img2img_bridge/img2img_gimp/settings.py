@@ -7,10 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Union
 
-from bridge.editor.client import DEFAULT_URL, ClientError, normalize_url
-from bridge.editor.presets import MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, preset_strength
-from bridge.editor.presets import preset_for as _preset_for
-
+from .bridge_package import DEFAULT_URL, MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, ClientError, normalize_url, preset_strength
+from .bridge_package import preset_for as _preset_for
 from .errors import PluginError
 
 EXACT = "exact"

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.editor.regions import Rect, context_rect
-
+from .bridge_package import Rect, context_rect
 from .errors import PluginError
 
 

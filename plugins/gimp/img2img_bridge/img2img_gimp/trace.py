@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.editor.regions import Rect
-
+from .bridge_package import Rect
 from .job import Canvas
 
 TRACE_ENV = "IMG2IMG_BRIDGE_TRACE"
