@@ -7,10 +7,11 @@ library and msgpack: the editors' plug-ins carry a copy of it.
 
 from __future__ import annotations
 
+import types
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, Callable, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from . import wire
 from .dependencies import PURE_MSGPACK, msgpack
@@ -84,31 +85,223 @@ class ProtocolError(Exception):
         self.job_id = job_id
 
 
-# --- value objects ---------------------------------------------------------------------------
+# --- the codec: every value object and message converts through its dataclass fields ---------
+
+_W = TypeVar("_W", bound="_Wire")
 
 
-_R = TypeVar("_R", bound="_Raster")
+def _wire(default: Any = MISSING, *, missing: Any = MISSING, required: bool = False, unknown: Any = None) -> Any:
+    """A field whose wire form differs from its Python default.
+
+    ``missing``: the value when the field is absent on the wire (the class itself has no default);
+    ``required``: absent on the wire is an error although the class has a default;
+    ``unknown``: an enum value this side does not know decodes as this member.
+    """
+    return field(default=default, metadata={"missing": missing, "required": required, "unknown": unknown})
+
+
+class _Wire:
+    """``to_wire`` and ``from_wire`` for a dataclass, read off its fields and their types."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_wire(cls: type[_W], raw: Any, name: str | None = None) -> _W:
+        """Decode a wire map; a ProtocolError names the field at fault, prefixed by ``name`` for a nested object."""
+        obj = _map(raw, name or "message")
+        return cls(**{spec.name: spec.read(obj, name) for spec in _plan(cls)})
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, _Wire):
+        return value.to_wire()
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
 
 
 @dataclass(frozen=True)
-class _Raster:
+class _FieldSpec:
+    name: str
+    convert: Callable[[Any, str], Any]  # the wire value (not None) and its path -> the field's value
+    absent: Callable[[str], Any]  # the path -> the value when the wire has none, or raises
+
+    def read(self, obj: dict[str, Any], prefix: str | None) -> Any:
+        path = _path(prefix, self.name)
+        value = obj.get(self.name)
+        return self.absent(path) if value is None else self.convert(value, path)
+
+
+_PLANS: dict[type, tuple[_FieldSpec, ...]] = {}
+
+
+def _plan(cls: type) -> tuple[_FieldSpec, ...]:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = get_type_hints(cls)
+        plan = _PLANS[cls] = tuple(_field_spec(f, hints[f.name]) for f in fields(cls))
+    return plan
+
+
+def _field_spec(spec: Any, hint: Any) -> _FieldSpec:
+    meta = spec.metadata
+    nullable = _is_optional(hint)
+    kind = _strip_none(hint)
+    absent: Callable[[str], Any]
+    if meta.get("required"):
+        absent = _missing_field
+    elif meta.get("missing", MISSING) is not MISSING:
+        absent = _constant(meta["missing"])
+    elif spec.default is not MISSING:
+        absent = _constant(spec.default)
+    elif spec.default_factory is not MISSING:
+        factory = spec.default_factory
+        absent = lambda _path: factory()  # noqa: E731
+    elif nullable:
+        absent = _constant(None)
+    elif get_origin(kind) is tuple:
+        absent = _constant(())
+    else:
+        absent = _missing_field
+    return _FieldSpec(spec.name, _converter(kind, meta.get("unknown")), absent)
+
+
+def _is_optional(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint) and hint != wire.Piece
+
+
+def _strip_none(hint: Any) -> Any:
+    if not _is_optional(hint):
+        return hint
+    (inner,) = (a for a in get_args(hint) if a is not type(None))
+    return inner
+
+
+def _constant(value: Any) -> Callable[[str], Any]:
+    return lambda _path: value
+
+
+def _missing_field(path: str) -> Any:
+    raise ProtocolError(ErrorCode.MISSING_FIELD, f"missing field '{path}'", field=path)
+
+
+def _converter(kind: Any, unknown: Any) -> Callable[[Any, str], Any]:
+    if kind is bool:
+        return _as_bool
+    if kind is int:
+        return _as_int
+    if kind is float:
+        return _as_float
+    if kind is str:
+        return _as_str
+    if kind == wire.Piece:
+        return _as_bytes
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return lambda value, path: _as_enum(value, path, kind, unknown)
+    if isinstance(kind, type) and issubclass(kind, _Wire):
+        return kind.from_wire
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is tuple and isinstance(args[0], type) and issubclass(args[0], Enum):
+        return lambda value, path: _as_enum_tuple(value, path, args[0])
+    if origin is tuple:
+        item = _converter(args[0], unknown)
+        return lambda value, path: tuple(item(v, path) for v in _as_list(value, path))
+    if origin is dict:
+        return _as_number_map
+    raise TypeError(f"no wire form for {kind!r}")
+
+
+def _invalid(path: str, what: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_FIELD, f"'{path}' must be {what}", field=path)
+
+
+def _map(raw: Any, path: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{path}' must be a map", field=path)
+    return raw
+
+
+def _as_list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise _invalid(path, "a list")
+    return list(value)
+
+
+def _as_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(path, "an integer")
+    return value
+
+
+def _as_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise _invalid(path, "a number")
+    return float(value)
+
+
+def _as_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise _invalid(path, "a string")
+    return value
+
+
+def _as_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(path, "true or false")
+    return value
+
+
+def _as_bytes(value: Any, path: str) -> bytes:
+    if not isinstance(value, (bytes, bytearray)):
+        raise _invalid(path, "binary data (msgpack bin)")
+    return bytes(value)
+
+
+def _as_enum(value: Any, path: str, enum: Any, unknown: Any) -> Any:
+    if isinstance(value, enum):
+        return value
+    for member in enum:
+        if member.value == value:
+            return member
+    if unknown is not None:
+        return unknown
+    choices = ", ".join(repr(m.value) for m in enum)
+    raise _invalid(path, f"one of {choices}")
+
+
+def _as_enum_tuple(value: Any, path: str, enum: Any) -> tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _invalid(path, "a list of strings")
+    # unknown values are skipped so that newer peers can offer more
+    known = {m.value: m for m in enum}
+    return tuple(known[v] for v in value if v in known)
+
+
+def _as_number_map(value: Any, path: str) -> dict[str, float]:
+    numbers = _map(value, path)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers.values()):
+        raise _invalid(path, "a map of numbers")
+    return {str(k): float(v) for k, v in numbers.items()}
+
+
+def _path(prefix: str | None, key: str) -> str:
+    return key if prefix is None else f"{prefix}.{key}"
+
+
+# --- value objects ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Raster(_Wire):
     width: int
     height: int
     data: wire.Piece  # bytes when received; the sender may hand over a view of its own pixels
     encoding: Encoding = Encoding.RAW
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "encoding": self.encoding.value, "data": self.data}
-
-    @classmethod
-    def from_wire(cls: type[_R], raw: Any, name: str) -> _R:
-        obj = _map(raw, name)
-        return cls(
-            width=_int(obj, "width", name),
-            height=_int(obj, "height", name),
-            data=_bytes(obj, "data", name),
-            encoding=_enum(obj, "encoding", name, Encoding, Encoding.RAW),
-        )
 
 
 @dataclass(frozen=True)
@@ -166,7 +359,7 @@ def _inflate(data: wire.Piece, expected: int, name: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class PreviewSettings:
+class PreviewSettings(_Wire):
     """How often previews come (every N steps; 0 = never), their largest side and encoding."""
 
     every: int = 1
@@ -174,23 +367,9 @@ class PreviewSettings:
     encoding: Encoding = Encoding.RAW
     decoder: PreviewDecoder = PreviewDecoder.AUTO
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"every": self.every, "max_size": self.max_size, "encoding": self.encoding.value, "decoder": self.decoder.value}
-
-    @classmethod
-    def from_wire(cls, raw: Any, name: str) -> PreviewSettings:
-        obj = _map(raw, name)
-        default = cls()
-        return cls(
-            every=_int(obj, "every", name, default.every),
-            max_size=_int(obj, "max_size", name, default.max_size),
-            encoding=_enum(obj, "encoding", name, Encoding, default.encoding),
-            decoder=_enum(obj, "decoder", name, PreviewDecoder, default.decoder),
-        )
-
 
 @dataclass(frozen=True)
-class Limits:
+class Limits(_Wire):
     """What the server accepts; sent in the welcome."""
 
     max_pixels: int = 4096 * 4096
@@ -205,18 +384,11 @@ class Limits:
         return self.max_pixels * 5 + (1 << 20)
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {f.name: getattr(self, f.name) for f in fields(self)}
-        wire["max_message_bytes"] = self.max_message_bytes
-        return wire
-
-    @classmethod
-    def from_wire(cls, raw: Any, name: str) -> Limits:
-        obj = _map(raw, name)
-        return cls(**{f.name: _int(obj, f.name, name, f.default) for f in fields(cls)})
+        return {**super().to_wire(), "max_message_bytes": self.max_message_bytes}
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(_Wire):
     """How a model wants to be driven; a ``generate`` that leaves steps, guidance or strength unset gets these.
 
     ``steps`` is the full schedule: img2img runs about ``steps × strength`` of it (at least one step).
@@ -234,25 +406,6 @@ class Recipe:
     family: str = ""  # "sd" or "sdxl"
     kind: str = ""  # what the bridge took it for, e.g. "sd-turbo", "sd15", "sdxl-lightning"
 
-    def to_wire(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_wire(cls, raw: Any, name: str) -> Recipe:
-        obj = _map(raw, name)
-        return cls(
-            steps=_int(obj, "steps", name),
-            guidance=_float(obj, "guidance", name),
-            strength=_float(obj, "strength", name),
-            live_steps=_int(obj, "live_steps", name),
-            live_strength=_float(obj, "live_strength", name),
-            resolution=_int(obj, "resolution", name),
-            scheduler=_str(obj, "scheduler", name, ""),
-            inpaint=_bool(obj, "inpaint", name, False),
-            family=_str(obj, "family", name, ""),
-            kind=_str(obj, "kind", name, ""),
-        )
-
     def settings(self, live: bool) -> tuple[int, float, float]:
         """Steps, guidance and strength for an ordinary or a live job."""
         if live:
@@ -260,41 +413,18 @@ class Recipe:
         return self.steps, self.guidance, self.strength
 
 
-def _opt_recipe(obj: dict[str, Any], key: str, prefix: str) -> Recipe | None:
-    raw = obj.get(key)
-    return None if raw is None else Recipe.from_wire(raw, _path(prefix, key))
-
-
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(_Wire):
     """One model the bridge can load: ``name`` is what ``load_model`` takes."""
 
     name: str
-    source: str  # "builtin", "hub", "folder" or "file"
+    source: str = _wire(missing="")  # "builtin", "hub", "folder" or "file"
     test_model: bool = False
     recipe: Recipe | None = None  # None: known once the model is loaded
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "test_model": self.test_model,
-            "recipe": None if self.recipe is None else self.recipe.to_wire(),
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Any, name: str) -> ModelInfo:
-        obj = _map(raw, name)
-        return cls(
-            name=_str(obj, "name", name),
-            source=_str(obj, "source", name, ""),
-            test_model=_bool(obj, "test_model", name, False),
-            recipe=_opt_recipe(obj, "recipe", name),
-        )
-
 
 @dataclass(frozen=True)
-class ModelState:
+class ModelState(_Wire):
     """The loaded model and what it is doing. ``message`` says why when it is not ready."""
 
     name: str | None
@@ -307,68 +437,25 @@ class ModelState:
     downloaded: int | None = None  # bytes of the model downloaded so far, while downloading
     download_size: int | None = None  # bytes to download in all, when known
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status.value,
-            "message": self.message,
-            "test_model": self.test_model,
-            "inpaint": self.inpaint,
-            "progress": self.progress,
-            "recipe": None if self.recipe is None else self.recipe.to_wire(),
-            "downloaded": self.downloaded,
-            "download_size": self.download_size,
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Any, name: str) -> ModelState:
-        obj = _map(raw, name)
-        return cls(
-            name=_opt_str(obj, "name", name),
-            status=_enum(obj, "status", name, ModelStatus),
-            message=_str(obj, "message", name, ""),
-            test_model=_bool(obj, "test_model", name, False),
-            inpaint=_bool(obj, "inpaint", name, False),
-            progress=_opt_float(obj, "progress", name),
-            recipe=_opt_recipe(obj, "recipe", name),
-            downloaded=_opt_int(obj, "downloaded", name),
-            download_size=_opt_int(obj, "download_size", name),
-        )
-
 
 # --- messages --------------------------------------------------------------------------------
 
 
-class Message:
+class Message(_Wire):
     """Base of every message; ``TYPE`` is the wire ``type``."""
 
     TYPE: ClassVar[str] = ""
 
     def to_wire(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Message:
-        raise NotImplementedError
+        return {"type": self.TYPE, **super().to_wire()}
 
 
 @dataclass(frozen=True)
 class Hello(Message):
     TYPE: ClassVar[str] = "hello"
     client: str
-    protocol: int = PROTOCOL_VERSION
+    protocol: int = _wire(PROTOCOL_VERSION, required=True)
     encodings: tuple[Encoding, ...] = BASIC_ENCODINGS
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "client": self.client, "protocol": self.protocol, "encodings": [e.value for e in self.encodings]}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Hello:
-        return cls(
-            client=_str(obj, "client", None),
-            protocol=_int(obj, "protocol", None),
-            encodings=_enum_list(obj, "encodings", Encoding, BASIC_ENCODINGS),
-        )
 
 
 @dataclass(frozen=True)
@@ -397,49 +484,13 @@ class Generate(Message):
     def matches_seams(self) -> bool:
         return self.mask is not None if self.match_seams is None else self.match_seams and self.mask is not None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "job_id": self.job_id,
-            "image": self.image.to_wire(),
-            "mask": None if self.mask is None else self.mask.to_wire(),
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "strength": self.strength,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "seed": self.seed,
-            "count": self.count,
-            "preview": self.preview.to_wire(),
-            "result_encoding": self.result_encoding.value,
-            "live": self.live,
-            "match_seams": self.match_seams,
-        }
-
     @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Generate:
-        job_id = _str(obj, "job_id", None)
+    def from_wire(cls, raw: Any, name: str | None = None) -> Generate:
         try:
-            mask_raw = obj.get("mask")
-            preview_raw = obj.get("preview")
-            return cls(
-                job_id=job_id,
-                image=Image.from_wire(_required(obj, "image", None), "image"),
-                mask=None if mask_raw is None else Mask.from_wire(mask_raw, "mask"),
-                prompt=_str(obj, "prompt", None),
-                negative_prompt=_str(obj, "negative_prompt", None, ""),
-                strength=_opt_float(obj, "strength", None),
-                steps=_opt_int(obj, "steps", None),
-                guidance=_opt_float(obj, "guidance", None),
-                seed=_opt_int(obj, "seed", None),
-                count=_int(obj, "count", None, 1),
-                preview=PreviewSettings() if preview_raw is None else PreviewSettings.from_wire(preview_raw, "preview"),
-                result_encoding=_enum(obj, "result_encoding", None, Encoding, Encoding.RAW),
-                live=_bool(obj, "live", None, False),
-                match_seams=None if obj.get("match_seams") is None else _bool(obj, "match_seams", None),
-            )
+            return super().from_wire(raw, name)
         except ProtocolError as exc:
-            exc.job_id = job_id
+            job_id = raw.get("job_id") if isinstance(raw, dict) else None
+            exc.job_id = job_id if isinstance(job_id, str) and exc.field != "job_id" else None
             raise
 
     def validate(self, limits: Limits) -> None:
@@ -500,24 +551,10 @@ class Cancel(Message):
     TYPE: ClassVar[str] = "cancel"
     job_id: str
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "job_id": self.job_id}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Cancel:
-        return cls(job_id=_str(obj, "job_id", None))
-
 
 @dataclass(frozen=True)
 class ListModels(Message):
     TYPE: ClassVar[str] = "list_models"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> ListModels:
-        return cls()
 
 
 @dataclass(frozen=True)
@@ -526,13 +563,6 @@ class LoadModel(Message):
 
     TYPE: ClassVar[str] = "load_model"
     model: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "model": self.model}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> LoadModel:
-        return cls(model=_str(obj, "model", None))
 
 
 @dataclass(frozen=True)
@@ -544,31 +574,7 @@ class Welcome(Message):
     model: ModelState
     limits: Limits
     models: tuple[ModelInfo, ...]
-    encodings: tuple[Encoding, ...]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "protocol": self.protocol,
-            "server_version": self.server_version,
-            "device": self.device,
-            "model": self.model.to_wire(),
-            "limits": self.limits.to_wire(),
-            "models": [m.to_wire() for m in self.models],
-            "encodings": [e.value for e in self.encodings],
-        }
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Welcome:
-        return cls(
-            protocol=_int(obj, "protocol", None),
-            server_version=_str(obj, "server_version", None),
-            device=_str(obj, "device", None),
-            model=ModelState.from_wire(_required(obj, "model", None), "model"),
-            limits=Limits.from_wire(_required(obj, "limits", None), "limits"),
-            models=tuple(ModelInfo.from_wire(m, "models") for m in _list(obj, "models", None)),
-            encodings=_enum_list(obj, "encodings", Encoding, BASIC_ENCODINGS),
-        )
+    encodings: tuple[Encoding, ...] = _wire(missing=BASIC_ENCODINGS)
 
 
 @dataclass(frozen=True)
@@ -578,13 +584,6 @@ class Queued(Message):
     TYPE: ClassVar[str] = "queued"
     job_id: str
     position: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "job_id": self.job_id, "position": self.position}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Queued:
-        return cls(job_id=_str(obj, "job_id", None), position=_int(obj, "position", None))
 
 
 @dataclass(frozen=True)
@@ -601,18 +600,6 @@ class Progress(Message):
     def fraction(self) -> float:
         return self.step / self.steps if self.steps else 1.0
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "job_id": self.job_id, "index": self.index, "step": self.step, "steps": self.steps}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Progress:
-        return cls(
-            job_id=_str(obj, "job_id", None),
-            index=_int(obj, "index", None),
-            step=_int(obj, "step", None),
-            steps=_int(obj, "steps", None),
-        )
-
 
 @dataclass(frozen=True)
 class Preview(Message):
@@ -628,34 +615,6 @@ class Preview(Message):
     y: int
     width: int
     height: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "job_id": self.job_id,
-            "index": self.index,
-            "step": self.step,
-            "steps": self.steps,
-            "image": self.image.to_wire(),
-            "x": self.x,
-            "y": self.y,
-            "width": self.width,
-            "height": self.height,
-        }
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Preview:
-        return cls(
-            job_id=_str(obj, "job_id", None),
-            index=_int(obj, "index", None),
-            step=_int(obj, "step", None),
-            steps=_int(obj, "steps", None),
-            image=Image.from_wire(_required(obj, "image", None), "image"),
-            x=_int(obj, "x", None),
-            y=_int(obj, "y", None),
-            width=_int(obj, "width", None),
-            height=_int(obj, "height", None),
-        )
 
 
 @dataclass(frozen=True)
@@ -683,65 +642,16 @@ class Result(Message):
     def last(self) -> bool:
         return self.index >= self.count - 1
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "job_id": self.job_id,
-            "index": self.index,
-            "count": self.count,
-            "image": self.image.to_wire(),
-            "x": self.x,
-            "y": self.y,
-            "seed": self.seed,
-            "timings": dict(self.timings),
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "strength": self.strength,
-        }
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Result:
-        timings = _map(obj.get("timings", {}), "timings")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in timings.values()):
-            raise _invalid(None, "timings", "a map of numbers")
-        return cls(
-            job_id=_str(obj, "job_id", None),
-            index=_int(obj, "index", None),
-            count=_int(obj, "count", None),
-            image=Image.from_wire(_required(obj, "image", None), "image"),
-            x=_int(obj, "x", None),
-            y=_int(obj, "y", None),
-            seed=_int(obj, "seed", None),
-            timings={str(k): float(v) for k, v in timings.items()},
-            steps=_opt_int(obj, "steps", None),
-            guidance=_opt_float(obj, "guidance", None),
-            strength=_opt_float(obj, "strength", None),
-        )
-
 
 @dataclass(frozen=True)
 class Error(Message):
     """Something failed. With a ``job_id`` that job is over; without one the connection stays usable."""
 
     TYPE: ClassVar[str] = "error"
-    code: ErrorCode
-    message: str
+    code: ErrorCode = _wire(unknown=ErrorCode.INTERNAL)
+    message: str = _wire(missing="")
     job_id: str | None = None
     field: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "code": self.code.value, "message": self.message, "job_id": self.job_id, "field": self.field}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Error:
-        code_raw = obj.get("code")
-        code = next((c for c in ErrorCode if c.value == code_raw), ErrorCode.INTERNAL)
-        return cls(
-            code=code,
-            message=_str(obj, "message", None, ""),
-            job_id=_opt_str(obj, "job_id", None),
-            field=_opt_str(obj, "field", None),
-        )
 
     @classmethod
     def from_exception(cls, exc: ProtocolError) -> Error:
@@ -753,29 +663,12 @@ class Cancelled(Message):
     TYPE: ClassVar[str] = "cancelled"
     job_id: str
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "job_id": self.job_id}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Cancelled:
-        return cls(job_id=_str(obj, "job_id", None))
-
 
 @dataclass(frozen=True)
 class Models(Message):
     TYPE: ClassVar[str] = "models"
     models: tuple[ModelInfo, ...]
     current: ModelState
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "models": [m.to_wire() for m in self.models], "current": self.current.to_wire()}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> Models:
-        return cls(
-            models=tuple(ModelInfo.from_wire(m, "models") for m in _list(obj, "models", None)),
-            current=ModelState.from_wire(_required(obj, "current", None), "current"),
-        )
 
 
 @dataclass(frozen=True)
@@ -784,13 +677,6 @@ class ModelStatusEvent(Message):
 
     TYPE: ClassVar[str] = "model_status"
     model: ModelState
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "model": self.model.to_wire()}
-
-    @classmethod
-    def from_wire(cls, obj: dict[str, Any]) -> ModelStatusEvent:
-        return cls(model=ModelState.from_wire(_required(obj, "model", None), "model"))
 
 
 ClientMessage = Union[Hello, Generate, Cancel, ListModels, LoadModel]
@@ -856,114 +742,6 @@ def decode_client_message(data: bytes | bytearray | memoryview | str) -> Message
 
 def decode_server_message(data: bytes | bytearray | memoryview | str) -> Message:
     return decode(data, SERVER_MESSAGES)
-
-
-# --- field readers: each names the field at fault -------------------------------------------
-
-_MISSING: Any = object()
-
-
-def _path(prefix: str | None, key: str) -> str:
-    return key if prefix is None else f"{prefix}.{key}"
-
-
-def _required(obj: dict[str, Any], key: str, prefix: str | None) -> Any:
-    if key not in obj or obj[key] is None:
-        raise ProtocolError(ErrorCode.MISSING_FIELD, f"missing field '{_path(prefix, key)}'", field=_path(prefix, key))
-    return obj[key]
-
-
-def _get(obj: dict[str, Any], key: str, prefix: str | None, default: Any) -> Any:
-    if default is _MISSING:
-        return _required(obj, key, prefix)
-    value = obj.get(key)
-    return default if value is None else value
-
-
-def _invalid(prefix: str | None, key: str, what: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.INVALID_FIELD, f"'{_path(prefix, key)}' must be {what}", field=_path(prefix, key))
-
-
-def _map(raw: Any, name: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be a map", field=name)
-    return raw
-
-
-def _list(obj: dict[str, Any], key: str, prefix: str | None) -> list[Any]:
-    value = _get(obj, key, prefix, [])
-    if not isinstance(value, (list, tuple)):
-        raise _invalid(prefix, key, "a list")
-    return list(value)
-
-
-def _int(obj: dict[str, Any], key: str, prefix: str | None, default: Any = _MISSING) -> int:
-    value = _get(obj, key, prefix, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(prefix, key, "an integer")
-    return value
-
-
-def _opt_int(obj: dict[str, Any], key: str, prefix: str | None) -> int | None:
-    return None if obj.get(key) is None else _int(obj, key, prefix)
-
-
-def _float(obj: dict[str, Any], key: str, prefix: str | None, default: Any = _MISSING) -> float:
-    value = _get(obj, key, prefix, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise _invalid(prefix, key, "a number")
-    return float(value)
-
-
-def _opt_float(obj: dict[str, Any], key: str, prefix: str | None) -> float | None:
-    return None if obj.get(key) is None else _float(obj, key, prefix)
-
-
-def _str(obj: dict[str, Any], key: str, prefix: str | None, default: Any = _MISSING) -> str:
-    value = _get(obj, key, prefix, default)
-    if not isinstance(value, str):
-        raise _invalid(prefix, key, "a string")
-    return value
-
-
-def _opt_str(obj: dict[str, Any], key: str, prefix: str | None) -> str | None:
-    return None if obj.get(key) is None else _str(obj, key, prefix)
-
-
-def _bool(obj: dict[str, Any], key: str, prefix: str | None, default: Any = _MISSING) -> bool:
-    value = _get(obj, key, prefix, default)
-    if not isinstance(value, bool):
-        raise _invalid(prefix, key, "true or false")
-    return value
-
-
-def _bytes(obj: dict[str, Any], key: str, prefix: str | None) -> bytes:
-    value = _required(obj, key, prefix)
-    if not isinstance(value, (bytes, bytearray)):
-        raise _invalid(prefix, key, "binary data (msgpack bin)")
-    return bytes(value)
-
-
-def _enum(obj: dict[str, Any], key: str, prefix: str | None, enum: Any, default: Any = _MISSING) -> Any:
-    value = _get(obj, key, prefix, default)
-    if isinstance(value, enum):
-        return value
-    for member in enum:
-        if member.value == value:
-            return member
-    choices = ", ".join(repr(m.value) for m in enum)
-    raise _invalid(prefix, key, f"one of {choices}")
-
-
-def _enum_list(obj: dict[str, Any], key: str, enum: Any, default: tuple[Any, ...]) -> tuple[Any, ...]:
-    values = obj.get(key)
-    if values is None:
-        return default
-    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-        raise _invalid(None, key, "a list of strings")
-    # unknown values are skipped so that newer peers can offer more
-    known = {m.value: m for m in enum}
-    return tuple(known[v] for v in values if v in known)
 
 
 def _check_size(width: int, height: int, limits: Limits, name: str) -> None:
