@@ -25,6 +25,7 @@ import chroot  # noqa: E402
 
 from bridge.editor import protocol as p  # noqa: E402
 from bridge.editor.client import BridgeClient  # noqa: E402
+from tests.wheel_install import WheelInstall, build_and_install  # noqa: E402
 
 KEEP_HOME_ENV = "IMG2IMG_E2E_KEEP_HOME"  # set to 1 to keep test HOMEs
 
@@ -70,3 +71,9 @@ def bridge_recipe(bridge_url: str) -> p.Recipe:
         client.close()
     assert recipe is not None
     return recipe
+
+
+@pytest.fixture(scope="session")
+def from_wheel(tmp_path_factory: pytest.TempPathFactory) -> WheelInstall:
+    """The built wheel in a fresh venv outside the checkout: the e2e suite installs the plug-ins with its command."""
+    return build_and_install(tmp_path_factory.mktemp("wheel"))

@@ -21,7 +21,7 @@ import pytest
 from bridge import seams
 from bridge.editor import protocol as p
 from bridge.editor.presets import STRENGTH_PRESETS
-from bridge.install import install_gimp
+from tests.wheel_install import WheelInstall
 
 SCENARIOS = Path(__file__).resolve().parent / "gimp_scenarios.py"
 RESULT_NAME = "a red fox (seed 1234)"
@@ -46,11 +46,13 @@ class GimpRun:
 
 
 @pytest.fixture(scope="module")
-def gimp(chroot_root: Path, bridge_url: str) -> Iterator[GimpRun]:
+def gimp(chroot_root: Path, bridge_url: str, from_wheel: WheelInstall) -> Iterator[GimpRun]:
     host_home = Path(tempfile.mkdtemp(prefix="e2e-gimp-", dir=chroot_root / "tmp"))
     home = f"/tmp/{host_home.name}"
     chroot.ensure_home(chroot_root, home)
-    install_gimp(dest=host_home / chroot.GIMP_PLUGIN_DIR)
+    # as a user without a checkout installs it: the wheel's command, from a venv outside the checkout
+    done = from_wheel.run("install-plugins", "--gimp", "--dest", str(host_home / chroot.GIMP_PLUGIN_DIR), cwd=host_home)
+    assert done.returncode == 0, done.stderr
     (host_home / "out").mkdir()
     shutil.copyfile(SCENARIOS, host_home / "scenarios.py")
     with socket.socket() as dead:  # bound but never listening: connecting is refused while the test runs
