@@ -6,8 +6,10 @@ widgets and writes what it saw; the assertions are here.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
+import shutil
 import struct
 import time
 import zlib
@@ -20,9 +22,26 @@ import pytest
 
 from bridge.editor import protocol as p
 from bridge.editor.presets import auto_guidance, auto_steps, auto_strength
-from bridge.install import install_krita
+from bridge.install import enable_in_kritarc
+from tests.wheel_install import ROOT, WheelInstall
 
 HERE = Path(__file__).resolve().parent
+KRITA_IMPORTER = "/usr/share/krita/pykrita/plugin_importer/plugin_importer.py"  # Tools > Scripts > Import Python Plugin
+# a second plug-in, as other AI plug-ins are: its own websockets (another version) imported as top-level ``websockets``
+OTHER_PLUGIN = """
+import json, os, sys
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "vendor"))
+import websockets
+from websockets.sync.client import connect
+facts = {"file": websockets.__file__, "version": websockets.__version__}
+try:
+    with connect(os.environ["IMG2IMG_OTHER_URL"], open_timeout=30, proxy=None):
+        facts["connected"] = True
+except Exception as exc:
+    facts["error"] = repr(exc)
+with open(os.environ["IMG2IMG_OTHER_FACTS"], "w") as fh:
+    json.dump(facts, fh)
+"""
 BENCH_SIDES = (512, 1024, 2048)  # the live benchmark scales u8.png to each
 U8_SIZE = (96, 64)
 U16_SIZE = (48, 40)
@@ -56,14 +75,42 @@ def echo_url() -> Iterator[str]:
         yield running.url
 
 
+def other_websockets() -> Path:
+    """A pure-Python websockets of another version than the one our plug-in carries."""
+    for found in sorted(ROOT.glob(".venv*/lib/python3*/site-packages/websockets")):
+        version = (found / "version.py").read_text()
+        if '"16.1.1"' not in version:
+            return found
+    pytest.skip("no websockets of another version in .venv310 or .venv-qt (bash scripts/setup)")
+
+
 @pytest.fixture(scope="module")
-def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Install the plug-in and the scenarios in a fresh HOME, run Krita once, return the results."""
+def krita_run(
+    chroot_root: Path, bridge_url: str, echo_url: str, from_wheel: WheelInstall, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Install the plug-in the way Krita's own importer does and the scenarios in a fresh HOME, run Krita once."""
     # unique across concurrent runs (every run's basetemp gives the same k0): the chroot's /tmp is shared
     home = f"/tmp/krita-e2e-{os.getpid()}-{tmp_path_factory.mktemp('k').name}"
     host_home = chroot.ensure_home(chroot_root, home)
     kritarc = host_home / ".config" / "kritarc"
-    install_krita(host_home / chroot.PYKRITA_DIR, enable=True, kritarc=kritarc)
+    # no checkout: the wheel's package-plugins writes the zip, Krita's own importer unpacks it into pykrita
+    packaged = from_wheel.run("package-plugins", "--dest", str(host_home / "zips"), cwd=host_home)
+    assert packaged.returncode == 0, packaged.stderr
+    zip_file = f"{home}/zips/img2img_bridge-krita.zip"
+    (host_home / chroot.PYKRITA_DIR).parent.mkdir(parents=True, exist_ok=True)  # Krita's resource folder, which it always has
+    imported = chroot.run_in_chroot(
+        chroot_root, ["python3", KRITA_IMPORTER, zip_file, f"{home}/.local/share/krita"], home=home, timeout=120
+    )
+    assert imported.returncode == 0 and "Imported plugin: img2img Bridge" in imported.stdout, imported.describe()
+    direct = host_home / "install-plugins"
+    installed = from_wheel.run("install-plugins", "--krita", "--dest", str(direct), cwd=host_home)
+    assert installed.returncode == 0, installed.stderr
+    enable_in_kritarc(kritarc)  # what the artist ticks in the Python Plugin Manager after importing
+    other = host_home / "other-plugin"
+    (other / "vendor").mkdir(parents=True)
+    shutil.copytree(other_websockets(), other / "vendor" / "websockets", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    (other / "__init__.py").write_text(OTHER_PLUGIN)
+    chroot.install_pykrita_plugin(chroot_root, home=home, name="other_websockets", package=other)
     with kritarc.open("a") as fh:
         fh.write(f"\n[img2img_bridge]\nurl={bridge_url}\n")
     chroot.install_pykrita_plugin(chroot_root, home=home, name="krita_scenarios", package=HERE / "krita_scenarios")
@@ -76,7 +123,12 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
     res = chroot.krita_gui(
         chroot_root,
         home=home,
-        env={"IMG2IMG_KRITA_SCENARIOS": out, "IMG2IMG_KRITA_ECHO_URL": echo_url},
+        env={
+            "IMG2IMG_KRITA_SCENARIOS": out,
+            "IMG2IMG_KRITA_ECHO_URL": echo_url,
+            "IMG2IMG_OTHER_URL": bridge_url,
+            "IMG2IMG_OTHER_FACTS": f"{home}/other.json",
+        },
         timeout=720,
         done_file=out,
         files=[f"{home}/u8.png", f"{home}/deep.png"],
@@ -90,11 +142,20 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
     results["_seconds"] = round(time.monotonic() - started, 1)
     results["_python_errors"] = chroot.krita_python_errors(chroot_root, home)
     results["_kritarc"] = kritarc.read_text()
+    other_facts = chroot.host_path(chroot_root, f"{home}/other.json")
+    results["_other"] = json.loads(other_facts.read_text()) if other_facts.exists() else {"error": "the other plug-in did not run"}
+    results["_imported_differs"] = differing_files(host_home / chroot.PYKRITA_DIR / "img2img_bridge", direct / "img2img_bridge")
     results["_timed_out"] = res.timed_out
     results["_krita_output"] = res.describe()[-3000:] if res.timed_out else ""
     print(json.dumps(results, indent=1)[:20000])
     chroot.safe_rmtree(host_home)
     return results
+
+
+def differing_files(left: Path, right: Path) -> list[str]:
+    compared = filecmp.dircmp(left, right, ignore=["__pycache__"])
+    found = [*compared.left_only, *compared.right_only, *compared.diff_files]
+    return found + [f"{name}/{inner}" for name in compared.subdirs for inner in differing_files(left / name, right / name)]
 
 
 def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
@@ -109,7 +170,22 @@ def test_plugin_loads_connects_and_uses_its_vendored_libraries(krita_run: dict[s
     assert not krita_run["_timed_out"], "Krita did not quit after file_quit"
     assert krita_run["connected"] is True, krita_run["connection_text"]
     assert krita_run["binding"] == "PyQt5"
-    assert "/pykrita/img2img_bridge/vendor/websockets/" in krita_run["vendored"]
+    assert "/pykrita/img2img_bridge/_bridge/_vendor/websockets/" in krita_run["vendored"]
+
+
+def test_the_zip_imported_by_kritas_importer_is_what_install_plugins_writes(krita_run: dict[str, Any]) -> None:
+    assert krita_run["_imported_differs"] == []
+
+
+def test_beside_a_plugin_with_its_own_websockets_both_work_and_ours_adds_no_top_level_name(krita_run: dict[str, Any]) -> None:
+    other = krita_run["_other"]
+    assert other.get("connected") is True, other
+    assert "/pykrita/other_websockets/vendor/websockets/" in other["file"] and other["version"] != "16.1.1"
+    assert krita_run["connected"] is True, krita_run["connection_text"]
+    # the top-level websockets is the other plug-in's, unpatched (no C speedups in its copy: websockets.utils')
+    assert krita_run["top_level_websockets"] == {"file": other["file"], "version": other["version"], "apply_mask": "websockets.utils"}
+    assert krita_run["our_top_level_names"] == ["img2img_bridge"]
+    assert krita_run["bridge_or_msgpack_modules"] == []
 
 
 def test_whole_layer_result_is_one_undoable_layer_above_the_untouched_source(krita_run: dict[str, Any]) -> None:

@@ -671,7 +671,18 @@ def run_all() -> None:
         results["connected"] = wait_until(lambda: run.state.connection.value == "online", 30)
         results["connection_text"] = run.state.connection_text
         results["binding"] = sys.modules["img2img_bridge.qt"].BINDING
-        results["vendored"] = sys.modules["websockets"].__file__
+        results["vendored"] = sys.modules["img2img_bridge._bridge._vendor.websockets"].__file__
+        # every module loaded from our plug-in's folder, by its top-level name: ours must all be img2img_bridge.*
+        ours = {name for name, module in list(sys.modules.items()) if "/pykrita/img2img_bridge/" in str(getattr(module, "__file__", ""))}
+        results["our_top_level_names"] = sorted({name.split(".")[0] for name in ours})
+        results["bridge_or_msgpack_modules"] = sorted(n for n in sys.modules if n.split(".")[0] in ("bridge", "msgpack"))
+        websockets = sys.modules.get("websockets")
+        frames = sys.modules.get("websockets.frames")
+        results["top_level_websockets"] = websockets and {
+            "file": websockets.__file__,
+            "version": websockets.__version__,
+            "apply_mask": frames and frames.apply_mask.__module__,
+        }
         results["documents"] = [[d.fileName(), d.colorDepth()] for d in run.app.documents()]
         results["top_level_widgets"] = [type(w).__name__ + ":" + w.windowTitle() for w in QApplication.topLevelWidgets() if w.isVisible()]
         for scenario in SCENARIOS:
