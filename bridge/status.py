@@ -214,9 +214,8 @@ def _model(state: p.ModelState) -> dict[str, Any]:
         "progress": state.progress,
         "test_model": state.test_model,
         "inpaint": state.inpaint,
-        # download bytes, where the model state carries them
-        "downloaded": getattr(state, "downloaded", None),
-        "download_size": getattr(state, "download_size", None),
+        "downloaded": state.downloaded,
+        "download_size": state.download_size,
     }
 
 

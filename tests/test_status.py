@@ -208,6 +208,21 @@ def row_of(dom: str, tbody_id: str, job_id: str) -> str:
     return next((tr for tr in body.split("<tr>") if job_id in tr), "")
 
 
+def test_the_page_in_chromium_shows_a_download_in_bytes(chromium: str, model_cache: object) -> None:
+    with running_bridge(ServerConfig(model=None)) as server:
+        # the state a download reports (tests/test_download.py checks that a real download reports it)
+        downloading = p.ModelState(
+            name="stabilityai/sd-turbo", status=p.ModelStatus.LOADING, message="downloading stabilityai/sd-turbo: 1 of 3 MB",
+            progress=0.1, downloaded=3 << 19, download_size=3 << 20,
+        )  # fmt: skip
+        server.call(server.bridge._set_state, downloading)
+        dom = browse(chromium, server.http + "/", "--dump-dom")
+    assert text_of(dom, "model-status") == "loading"
+    assert text_of(dom, "model-bytes") == "downloaded 1.5 MiB of 3.0 MiB"
+    bar = dom[dom.index('id="model-progress"') :]
+    assert "hidden" not in bar[: bar.index(">")]  # the bar shows while the model loads
+
+
 def test_the_page_in_chromium_follows_a_running_job_and_lists_it_when_it_ends(
     chromium: str, bridge: RunningBridge, connect: Connect
 ) -> None:
