@@ -89,11 +89,8 @@ function render(s) {
     const tr = row([[j.job_id, "job-id"], [j.client], [size(j)]]);
     tr.appendChild(progressCell(j));
     const used = j.used || [null, null, null];
-    for (const [text] of [[setting(j.asked_steps, used[0])], [setting(j.strength, used[2])], [setting(j.guidance, used[1])], [`${(j.ms / 1000).toFixed(1)} s`]]) {
-      const td = document.createElement("td");
-      td.textContent = text;
-      tr.appendChild(td);
-    }
+    const texts = [setting(j.asked_steps, used[0]), setting(j.strength, used[2]), setting(j.guidance, used[1]), `${(j.ms / 1000).toFixed(1)} s`];
+    for (const text of texts) tr.appendChild(row([[text]]).firstChild);
     return tr;
   });
   fill($("active"), active, 8, "nothing running");
