@@ -36,6 +36,10 @@ class Job:
     outcome: str = "cancelled"
     steps_run: int = 0
     submitted: float = field(default_factory=time.perf_counter)
+    #: what the engine runs (steps, guidance, strength: the recipe where the request left them unset), once it started
+    settings: tuple[int, float, float] | None = None
+    #: the last step reported while it runs: (image index, step, steps), for the status page
+    progress: tuple[int, int, int] | None = None
 
     @property
     def job_id(self) -> str:

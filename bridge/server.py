@@ -30,7 +30,7 @@ from .editor import protocol as p
 from .jobs import Job, JobQueue, JobState
 from .models import TINY_MODEL_NAME, LoadedModel, LoadPlan, ModelError, ModelSpec, load_planned, plan, resolve, with_recipe
 from .recipes import Overrides
-from .status import ClientView, JobRecord, StatusBoard
+from .status import ActiveJob, ClientView, JobRecord, StatusBoard
 
 log = logging.getLogger("img2img_bridge")
 
@@ -187,6 +187,7 @@ class _JobHooks:
 
     def progress(self, index: int, step: int, steps: int) -> None:
         self.steps_run += 1
+        self.job.progress = (index, step, steps)
         self.conn.send_threadsafe(p.Progress(job_id=self.job.job_id, index=index, step=step, steps=steps))
 
     def preview(self, frame: Any) -> None:
@@ -516,29 +517,12 @@ class Bridge:
             conn.send_frame(frame)
 
     def _record(self, job: Job, conn: Connection) -> None:
-        request = job.request
-        record = JobRecord(
-            job_id=job.job_id,
-            client=conn.name,
-            connection=conn.id,
-            outcome=job.outcome,
-            width=request.image.width,
-            height=request.image.height,
-            masked=request.mask is not None,
-            steps=job.steps_run,
-            asked_steps=request.steps,
-            strength=request.strength,
-            guidance=request.guidance,
-            count=request.count,
-            live=request.live,
-            ms=round((time.perf_counter() - job.submitted) * 1000, 1),
-            ended=time.time(),
-        )
+        record = JobRecord.of(job, conn.name, conn.id)
         self.board.job_ended(record)
         conn.jobs_ended += 1
         # live frames come many a second: debug level (the status page shows their rate); each line is its own
         # template, so the log throttle (meant for floods of refusals) never drops one
-        log.log(logging.DEBUG if request.live else logging.INFO, record.log_line())
+        log.log(logging.DEBUG if record.live else logging.INFO, record.log_line())
 
     def cancel(self, conn: Connection, job_id: str) -> None:
         job = conn.jobs.get(job_id)
@@ -598,6 +582,7 @@ class Bridge:
         try:
             prepared = job.prepared if job.prepared_by is engine else None
             steps, guidance, strength = engine.settings(request)
+            job.settings = (steps, guidance, strength)
             for generated in engine.run(request, hooks, prepared):
                 hooks.flush()
                 if last is not None:
@@ -684,10 +669,17 @@ class Bridge:
             ClientView(connection=c.id, name=c.name, peer=c.peer, since=c.since, jobs=len(c.jobs))
             for c in sorted(self.connections, key=lambda c: c.id)
         ]
-        return self.board.snapshot(model=self.model_state, device=self.config.device, queued=len(self.queue), clients=clients)
+        jobs = [(job, c) for c in self.connections for job in c.jobs.values() if not job.ended]
+        jobs.sort(key=lambda pair: (pair[0].state is not JobState.RUNNING, pair[0].submitted))
+        active = [ActiveJob.of(job, c.name, c.id) for job, c in jobs[:_ACTIVE_SHOWN]]
+        return self.board.snapshot(
+            model=self.model_state, device=self.config.device, queued=len(self.queue), clients=clients, active=active
+        )
 
 
 _HEALTH_JOB_FIELDS = ("job_id", "client", "outcome", "steps", "ms")
+#: the running job and the first waiting ones: a page, not the whole queue
+_ACTIVE_SHOWN = 20
 
 
 BRIDGE = web.AppKey("bridge", Bridge)

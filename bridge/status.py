@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .editor import protocol as p
+from .jobs import Job, JobState
 
 #: a client is live while its last live frame is at most this many seconds old
 LIVE_WINDOW = 5.0
@@ -38,8 +39,23 @@ class JobRecord:
     guidance: float | None
     count: int
     live: bool
+    used: tuple[int, float, float] | None  # steps, guidance, strength the engine ran with; None: it never started
     ms: float  # from submission to the terminal event
     ended: float  # time.time()
+
+    @classmethod
+    def of(cls, job: Job, client: str, connection: int) -> JobRecord:
+        ms = round((time.perf_counter() - job.submitted) * 1000, 1)
+        return cls(
+            job_id=job.job_id,
+            client=client,
+            connection=connection,
+            outcome=job.outcome,
+            steps=job.steps_run,
+            ms=ms,
+            ended=time.time(),
+            **_settings(job),
+        )
 
     def log_line(self) -> str:
         size = f"{self.width}x{self.height}{' masked' if self.masked else ''}"
@@ -49,6 +65,49 @@ class JobRecord:
 
 def _or_recipe(value: float | None) -> str:
     return "recipe" if value is None else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """A job that is waiting or running, as the page lists it."""
+
+    job_id: str
+    client: str
+    connection: int
+    running: bool
+    width: int
+    height: int
+    masked: bool
+    asked_steps: int | None
+    strength: float | None
+    guidance: float | None
+    count: int
+    live: bool
+    used: tuple[int, float, float] | None
+    progress: tuple[int, int, int] | None  # image index, step, steps of its last reported step
+    ms: float  # since submission
+
+    @classmethod
+    def of(cls, job: Job, client: str, connection: int) -> ActiveJob:
+        ms = round((time.perf_counter() - job.submitted) * 1000, 1)
+        running = job.state is JobState.RUNNING
+        return cls(job_id=job.job_id, client=client, connection=connection, running=running, progress=job.progress, ms=ms, **_settings(job))
+
+
+def _settings(job: Job) -> dict[str, Any]:
+    """What a job asked for and ran with, the same for the jobs that run and the jobs that ended."""
+    request = job.request
+    return {
+        "width": request.image.width,
+        "height": request.image.height,
+        "masked": request.mask is not None,
+        "asked_steps": request.steps,
+        "strength": request.strength,
+        "guidance": request.guidance,
+        "count": request.count,
+        "live": request.live,
+        "used": job.settings,
+    }
 
 
 @dataclass(frozen=True)
@@ -126,7 +185,9 @@ class StatusBoard:
                     rates[connection] = round((len(times) - 1 - first) / span, 1)
         return rates
 
-    def snapshot(self, *, model: p.ModelState, device: str, queued: int, clients: list[ClientView]) -> dict[str, Any]:
+    def snapshot(
+        self, *, model: p.ModelState, device: str, queued: int, clients: list[ClientView], active: list[ActiveJob]
+    ) -> dict[str, Any]:
         """The page's JSON: everything the person at the machine may want to see, in one bounded object."""
         rates = self.frame_rates()
         with self._lock:
@@ -137,6 +198,7 @@ class StatusBoard:
             "device": device,
             "memory": memory(device),
             "queue": queued,
+            "active": [asdict(a) for a in active],
             "clients": [dict(asdict(c), fps=rates.get(c.connection)) for c in clients],
             "live_fps": round(sum(rates.values()), 1) if rates else None,
             "jobs": [asdict(r) for r in reversed(self.recent(20))],
@@ -152,9 +214,8 @@ def _model(state: p.ModelState) -> dict[str, Any]:
         "progress": state.progress,
         "test_model": state.test_model,
         "inpaint": state.inpaint,
-        # download bytes, where the model state carries them
-        "downloaded": getattr(state, "downloaded", None),
-        "download_size": getattr(state, "download_size", None),
+        "downloaded": state.downloaded,
+        "download_size": state.download_size,
     }
 
 

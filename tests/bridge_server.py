@@ -112,3 +112,56 @@ def running_bridge(config: ServerConfig | None = None, host: str = "127.0.0.1", 
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(60)
+
+
+class StepGate:
+    """Stands in for a bridge's engine and holds every job at one denoising step until released.
+
+    A job slow enough to watch, without sleeping: ``reached`` is set when a job reports the step,
+    and the job goes on when ``released`` is set (or fails after ``timeout`` seconds).
+    """
+
+    def __init__(self, engine: Any, step: int, timeout: float = 120.0) -> None:
+        self.engine = engine
+        self.step = step
+        self.timeout = timeout
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def run(self, request: p.Generate, hooks: Any, prepared: Any = None) -> Iterator[Any]:
+        return self.engine.run(request, _HeldHooks(hooks, self), prepared)
+
+
+class _HeldHooks:
+    def __init__(self, hooks: Any, gate: StepGate) -> None:
+        self.hooks = hooks
+        self.gate = gate
+
+    def cancelled(self) -> bool:
+        return bool(self.hooks.cancelled())
+
+    def preview(self, frame: Any) -> None:
+        self.hooks.preview(frame)
+
+    def progress(self, index: int, step: int, steps: int) -> None:
+        self.hooks.progress(index, step, steps)
+        if step == self.gate.step:
+            self.gate.reached.set()
+            if not self.gate.released.wait(self.gate.timeout):
+                raise TimeoutError(f"the test never released the job held at step {step}")
+
+
+@contextmanager
+def held_at_step(bridge: Bridge, step: int) -> Iterator[StepGate]:
+    """Serve the bridge's jobs through a ``StepGate`` for the block; whatever it holds goes on when the block ends."""
+    from bench.transport import serving
+
+    gate = StepGate(bridge.engine, step)
+    with serving(bridge, gate):
+        try:
+            yield gate
+        finally:
+            gate.released.set()

@@ -14,23 +14,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 
 from bridge.editor import protocol as p
 from bridge.editor.client import BridgeClient
 from bridge.server import ServerConfig
 from bridge.status import JobRecord, StatusBoard
-from tests.bridge_server import RunningBridge, running_bridge
-from tests.served import ROOT
-from tests.test_server import TIMEOUT, Connect, photo, request
-
-SCREENSHOT = ROOT / "docs" / "images" / "status-page.png"
+from tests.bridge_server import RunningBridge, held_at_step, running_bridge
+from tests.screenshots import checked, keep
+from tests.test_server import TIMEOUT, Connect, Events, photo, request
 
 
 def record(job_id: str, connection: int = 1, live: bool = False) -> JobRecord:
     return JobRecord(
         job_id=job_id, client="pytest", connection=connection, outcome="done", width=64, height=48, masked=False, steps=3,
-        asked_steps=None, strength=0.5, guidance=None, count=1, live=live, ms=12.0, ended=time.time(),
+        asked_steps=None, strength=0.5, guidance=None, count=1, live=live, used=(3, 1.0, 0.5), ms=12.0, ended=time.time(),
     )  # fmt: skip
 
 
@@ -49,7 +46,7 @@ def test_the_board_keeps_a_few_small_thumbnails_newest_first() -> None:
     board = StatusBoard(thumbnails=3, thumbnail_side=64)
     for index in range(5):
         board.add_thumbnail(f"job{index}", 0, np.full((300, 200, 4), 255, dtype=np.uint8))
-    snapshot = board.snapshot(model=p.ModelState(name="m", status=p.ModelStatus.READY), device="cpu", queued=0, clients=[])
+    snapshot = board.snapshot(model=p.ModelState(name="m", status=p.ModelStatus.READY), device="cpu", queued=0, clients=[], active=[])
     thumbnails = snapshot["thumbnails"]
     assert [t["job_id"] for t in thumbnails] == ["job4", "job3", "job2"]
     assert all(t["height"] == 64 and t["width"] < 64 and t["src"].startswith("data:image/png;base64,") for t in thumbnails)
@@ -89,6 +86,29 @@ def test_status_json_shows_the_model_clients_jobs_and_thumbnails(bridge: Running
         assert time.monotonic() < deadline
         snapshot = json.loads(get(bridge.http + "/status.json")[1])
     assert len(snapshot["thumbnails"]) <= 4
+
+
+def test_status_json_shows_the_running_jobs_step_and_settings_and_the_jobs_waiting(bridge: RunningBridge, connect: Connect) -> None:
+    events = Events()
+    client = connect(on_event=events)
+    running, waiting = request(photo(64, 48), steps=4, strength=1.0, guidance=None), request(photo(32, 32), steps=2)
+    with held_at_step(bridge.bridge, 2) as gate:
+        client.generate(running)
+        assert gate.reached.wait(TIMEOUT)
+        client.generate(waiting)
+        events.wait(p.Queued, job_id=waiting.job_id)
+        snapshot = json.loads(get(bridge.http + "/status.json")[1])
+    events.wait(p.Result, job_id=waiting.job_id)
+    first, second = snapshot["active"]
+    assert (first["job_id"], first["running"], first["progress"]) == (running.job_id, True, [0, 2, 4])
+    engine = bridge.bridge.engine
+    assert engine is not None
+    recipe_guidance = engine.settings(running)[1]
+    assert (first["asked_steps"], first["guidance"], first["used"]) == (4, None, [4, recipe_guidance, 1.0])
+    assert (second["job_id"], second["running"], second["progress"], second["used"]) == (waiting.job_id, False, None, None)
+    assert snapshot["queue"] == 1
+    ended = {j["job_id"]: j for j in json.loads(get(bridge.http + "/status.json")[1])["jobs"]}
+    assert ended[running.job_id]["used"] == [4, recipe_guidance, 1.0] and ended[running.job_id]["steps"] == 4
 
 
 def test_a_live_client_shows_its_frame_rate_and_one_row(bridge: RunningBridge, connect: Connect) -> None:
@@ -181,6 +201,47 @@ def test_the_page_in_chromium_shows_the_model_and_a_job_after_it_runs(chromium: 
     assert 'alt="result of job' in dom
 
 
+def row_of(dom: str, tbody_id: str, job_id: str) -> str:
+    """The HTML of the row of ``job_id`` in the table body ``tbody_id``; "" when it has none."""
+    body = dom[dom.index(f'id="{tbody_id}"') :]
+    body = body[: body.index("</tbody>")]
+    return next((tr for tr in body.split("<tr>") if job_id in tr), "")
+
+
+def test_the_page_in_chromium_shows_a_download_in_bytes(chromium: str, model_cache: object) -> None:
+    with running_bridge(ServerConfig(model=None)) as server:
+        # the state a download reports (tests/test_download.py checks that a real download reports it)
+        downloading = p.ModelState(
+            name="stabilityai/sd-turbo", status=p.ModelStatus.LOADING, message="downloading stabilityai/sd-turbo: 1 of 3 MB",
+            progress=0.1, downloaded=3 << 19, download_size=3 << 20,
+        )  # fmt: skip
+        server.call(server.bridge._set_state, downloading)
+        dom = browse(chromium, server.http + "/", "--dump-dom")
+    assert text_of(dom, "model-status") == "loading"
+    assert text_of(dom, "model-bytes") == "downloaded 1.5 MiB of 3.0 MiB"
+    bar = dom[dom.index('id="model-progress"') :]
+    assert "hidden" not in bar[: bar.index(">")]  # the bar shows while the model loads
+
+
+def test_the_page_in_chromium_follows_a_running_job_and_lists_it_when_it_ends(
+    chromium: str, bridge: RunningBridge, connect: Connect
+) -> None:
+    events = Events()
+    client = connect(on_event=events)
+    job = request(photo(80, 64, seed=9), steps=4, strength=1.0, guidance=None)
+    with held_at_step(bridge.bridge, 3) as gate:
+        client.generate(job)
+        assert gate.reached.wait(TIMEOUT)
+        running = row_of(browse(chromium, bridge.http + "/", "--dump-dom"), "active", job.job_id)
+        assert "step 3 of 4" in running and "<progress" in running and "80×64" in running
+        assert "(recipe)" in running  # guidance was left to the model: the page says what it runs with
+    events.wait(p.Result, job_id=job.job_id)
+    dom = browse(chromium, bridge.http + "/", "--dump-dom")
+    assert row_of(dom, "active", job.job_id) == ""
+    ended = row_of(dom, "jobs", job.job_id)
+    assert "4 run, schedule 4" in ended and "done" in ended and "80×64" in ended
+
+
 def test_a_screenshot_of_the_page_for_the_readme(chromium: str, model_cache: object, tmp_path: Path) -> None:
     # a bridge of its own, so the picture shows one session rather than the test suite's history
     with running_bridge() as server, BridgeClient(server.url, name="Krita docker") as painter:
@@ -188,9 +249,8 @@ def test_a_screenshot_of_the_page_for_the_readme(chromium: str, model_cache: obj
             job = request(photo(128, 96, seed=seed), steps=4, strength=0.6, seed=seed)
             assert painter.run(job, timeout=TIMEOUT).ok
         shot = tmp_path / "status-page.png"
-        browse(chromium, server.http + "/", f"--screenshot={shot}", "--window-size=1100,820", "--hide-scrollbars")
-    with PILImage.open(shot) as image:
-        assert image.size == (1100, 820)
-        assert len(set(image.convert("L").getdata())) > 8  # a rendered page, not a blank one
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, SCREENSHOT)
+        with held_at_step(server.bridge, 3) as gate:  # and one job running, at step 3 of 6
+            painter.generate(request(photo(160, 120, seed=14), steps=8, strength=0.75, seed=14))
+            assert gate.reached.wait(TIMEOUT)
+            browse(chromium, server.http + "/", f"--screenshot={shot}", "--window-size=1100,900", "--hide-scrollbars")
+    keep(checked(shot, (1100, 900), (1100, 900)), "status-page.png")

@@ -46,6 +46,28 @@ function fill(tbody, rows, columns, empty) {
 
 function orRecipe(value) { return value === null ? "recipe" : String(value); }
 
+// a setting as it ran: the value, marked when the model's recipe chose it; what was asked before the job started
+function setting(asked, used) {
+  if (used === null || used === undefined) return orRecipe(asked);
+  return asked === null ? `${used} (recipe)` : String(used);
+}
+
+function size(j) { return `${j.width}×${j.height}${j.masked ? " masked" : ""}${j.live ? " live" : ""}`; }
+
+function progressCell(j) {
+  const td = document.createElement("td");
+  td.className = "progress";
+  if (!j.running) { td.textContent = "waiting"; return td; }
+  if (j.progress === null) { td.textContent = "starting"; return td; }
+  const [index, step, steps] = j.progress;
+  td.textContent = `step ${step} of ${steps}${j.count > 1 ? `, image ${index + 1} of ${j.count}` : ""}`;
+  const bar = document.createElement("progress");
+  bar.max = steps * j.count;
+  bar.value = index * steps + step;
+  td.appendChild(bar);
+  return td;
+}
+
 function render(s) {
   const m = s.model;
   setText("model-name", m.name || "none");
@@ -63,6 +85,16 @@ function render(s) {
   setText("queue", s.queue ? `${s.queue} waiting` : "empty");
   setText("live-fps", s.live_fps === null ? "no live clients" : `${s.live_fps} frames/s`);
 
+  const active = s.active.map((j) => {
+    const tr = row([[j.job_id, "job-id"], [j.client], [size(j)]]);
+    tr.appendChild(progressCell(j));
+    const used = j.used || [null, null, null];
+    const texts = [setting(j.asked_steps, used[0]), setting(j.strength, used[2]), setting(j.guidance, used[1]), `${(j.ms / 1000).toFixed(1)} s`];
+    for (const text of texts) tr.appendChild(row([[text]]).firstChild);
+    return tr;
+  });
+  fill($("active"), active, 8, "nothing running");
+
   const now = s.time;
   fill($("clients"), s.clients.map((c) => row([
     [String(c.connection)], [c.name], [c.peer], [`${ago(now - c.since)} ago`], [String(c.jobs)],
@@ -70,8 +102,9 @@ function render(s) {
   ])), 6, "no clients connected");
 
   fill($("jobs"), s.jobs.map((j) => row([
-    [clock(j.ended)], [j.job_id, "job-id"], [j.client], [`${j.width}×${j.height}${j.masked ? " masked" : ""}${j.live ? " live" : ""}`],
-    [`${j.steps} of ${orRecipe(j.asked_steps)}`], [orRecipe(j.strength)], [orRecipe(j.guidance)], [String(j.count)],
+    [clock(j.ended)], [j.job_id, "job-id"], [j.client], [size(j)],
+    [`${j.steps} run, schedule ${setting(j.asked_steps, j.used && j.used[0])}`],
+    [setting(j.strength, j.used && j.used[2])], [setting(j.guidance, j.used && j.used[1])], [String(j.count)],
     [`${Math.round(j.ms)} ms`], [j.outcome, j.outcome],
   ])), 10, "no jobs yet");
 

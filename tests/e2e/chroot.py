@@ -479,15 +479,18 @@ def gimp_batch(
     home: str,
     env: Mapping[str, str] | None = None,
     timeout: float = 120.0,
+    display: bool = False,
 ) -> ChrootResult:
     """Run the Python file ``script`` (chroot path) in headless GIMP.
 
     The script runs in python-fu-eval's globals (Gimp, Gegl, Babl, GLib, Gio,
     GObject in scope).  An uncaught exception makes GIMP exit non-zero (64)
     with the traceback (with the script's file name) on stderr.
+    With ``display``, GIMP runs under Xvfb, so plug-ins can open their dialogs.
     """
     code = f"exec(compile(open({script!r}).read(), {script!r}, 'exec'))"
     argv = [
+        *(xvfb(root) if display else ()),
         GIMP_CONSOLE,
         "-i",
         "--batch-interpreter",
@@ -566,9 +569,7 @@ def krita_gui(
         "E2E_PY_ERRORS": f"{home.rstrip('/')}/{KRITA_ERRORS}",
     }
     full_env.update(env or {})
-    # xvfb-run -a only looks at lock files inside the chroot; X servers bind abstract sockets shared with the
-    # host, and killed runs leave lock files behind: pick a display that is free on both sides
-    argv = ["xvfb-run", "-n", str(free_display(root)), "-s", "-screen 0 1280x1024x24", "krita", "--nosplash", *files]
+    argv = [*xvfb(root), "krita", "--nosplash", *files]
     return run_in_chroot(
         root,
         argv,
@@ -578,6 +579,13 @@ def krita_gui(
         done_file=done_file,
         grace=grace,
     )
+
+
+def xvfb(root: Path) -> list[str]:
+    """The command prefix that runs a program under its own Xvfb (1280x1024, 24 bits)."""
+    # xvfb-run -a only looks at lock files inside the chroot; X servers bind abstract sockets shared with the
+    # host, and killed runs leave lock files behind: pick a display that is free on both sides
+    return ["xvfb-run", "-n", str(free_display(root)), "-s", "-screen 0 1280x1024x24"]
 
 
 def free_display(root: Path, first: int = 120, last: int = 999) -> int:
