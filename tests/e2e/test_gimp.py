@@ -1,6 +1,7 @@
-"""The GIMP plug-in in real GIMP 3 (headless, in the e2e chroot) against a real bridge with the tiny model.
+"""The GIMP plug-in in real GIMP 3 (headless, in the e2e chroots) against a real bridge with the tiny model.
 
-One GIMP run plays every scenario of ``gimp_scenarios.py``; each test checks one of them.
+Every test runs once per GIMP version of the matrix (``chroot.EDITORS``: 3.0.4 and 3.2.6).  One GIMP run per
+version plays every scenario of ``gimp_scenarios.py``; each test checks one of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bridge import seams
 from bridge.install import install_gimp
 from bridge.presets import STRENGTH_PRESETS
 
+pytestmark = pytest.mark.editor("gimp")
 SCENARIOS = Path(__file__).resolve().parent / "gimp_scenarios.py"
 RESULT_NAME = "a red fox (seed 1234)"
 
@@ -50,7 +52,7 @@ def gimp(chroot_root: Path, bridge_url: str) -> Iterator[GimpRun]:
     host_home = Path(tempfile.mkdtemp(prefix="e2e-gimp-", dir=chroot_root / "tmp"))
     home = f"/tmp/{host_home.name}"
     chroot.ensure_home(chroot_root, home)
-    install_gimp(dest=host_home / chroot.GIMP_PLUGIN_DIR)
+    install_gimp(dest=host_home / chroot.gimp_plugin_dir(chroot_root))
     (host_home / "out").mkdir()
     shutil.copyfile(SCENARIOS, host_home / "scenarios.py")
     with socket.socket() as dead:  # bound but never listening: connecting is refused while the test runs

@@ -1,6 +1,7 @@
-"""The Krita plug-in in real Krita 5.2 (GUI, under Xvfb, in the e2e chroot) against a real bridge with the tiny model.
+"""The Krita plug-in in real Krita (GUI, under Xvfb, in the e2e chroots) against a real bridge with the tiny model.
 
-One Krita run drives every scenario (``krita_scenarios``) through the docker's own
+Every test runs once per Krita version of the matrix (``chroot.EDITORS``: 5.2.9, 5.3.4 and 6.0.4, the last under
+PyQt6), the same plug-in source in each.  One Krita run per version drives every scenario (``krita_scenarios``) through the docker's own
 widgets and writes what it saw; the assertions are here.
 """
 
@@ -22,6 +23,7 @@ from bridge import protocol as p
 from bridge.install import install_krita
 from bridge.presets import auto_guidance, auto_steps, auto_strength
 
+pytestmark = pytest.mark.editor("krita")
 HERE = Path(__file__).resolve().parent
 BENCH_SIDES = (512, 1024, 2048)  # the live benchmark scales u8.png to each
 U8_SIZE = (96, 64)
@@ -103,12 +105,12 @@ def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(facts)
 
 
-def test_plugin_loads_connects_and_uses_its_vendored_libraries(krita_run: dict[str, Any]) -> None:
+def test_plugin_loads_connects_and_uses_its_vendored_libraries(krita_run: dict[str, Any], editor: chroot.Editor) -> None:
     assert "error" not in krita_run, krita_run["error"]
     assert krita_run["_python_errors"] == ""
     assert not krita_run["_timed_out"], "Krita did not quit after file_quit"
     assert krita_run["connected"] is True, krita_run["connection_text"]
-    assert krita_run["binding"] == "PyQt5"
+    assert krita_run["binding"] == ("PyQt6" if editor.major >= 6 else "PyQt5")
     assert "/pykrita/img2img_bridge/vendor/websockets/" in krita_run["vendored"]
 
 

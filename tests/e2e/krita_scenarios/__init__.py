@@ -5,7 +5,7 @@ have been started with the test's images on its command line (``u8.png``,
 ``deep.png``): only documents opened that way get an active layer under Xvfb.
 Each scenario uses the docker's own widgets, waits for the plug-in's events
 with a nested event loop, and records facts; ``tests/e2e/test_krita.py``
-judges them. Runs on Krita's Python (3.13 here, 3.10 in Krita 5.2 builds).
+judges them. Runs on Krita's Python (3.13 and 3.14 here, 3.10 in Krita 5.2 builds), under PyQt5 or PyQt6.
 """
 
 from __future__ import annotations
@@ -17,11 +17,22 @@ import sys
 import time
 import traceback
 import zlib
+from importlib import import_module
 from typing import Any, Callable
 
 from krita import Extension, Krita, Selection
-from PyQt5.QtCore import QByteArray, QEventLoop, QTimer
-from PyQt5.QtWidgets import QAbstractItemView, QApplication, QDockWidget, QMdiArea
+
+# the binding Krita loaded: PyQt6 under Krita 6, PyQt5 under Krita 5 (importing the other one is refused)
+_QT = "PyQt6" if "PyQt6" in sys.modules else "PyQt5"
+QtCore: Any = import_module(f"{_QT}.QtCore")
+QtWidgets: Any = import_module(f"{_QT}.QtWidgets")
+QByteArray, QEventLoop, QTimer = QtCore.QByteArray, QtCore.QEventLoop, QtCore.QTimer
+QAbstractItemView, QApplication, QDockWidget, QMdiArea = (
+    QtWidgets.QAbstractItemView,
+    QtWidgets.QApplication,
+    QtWidgets.QDockWidget,
+    QtWidgets.QMdiArea,
+)
 
 RESULT = os.environ.get("IMG2IMG_KRITA_SCENARIOS", "")
 ECHO_URL = os.environ.get("IMG2IMG_KRITA_ECHO_URL", "")  # a bridge whose engine echoes its input: the live benchmark's
@@ -37,7 +48,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = JOB_TIMEOUT) -> b
     timer.timeout.connect(lambda: (predicate() or time.monotonic() > deadline) and loop.quit())
     timer.start(20)
     if not predicate():
-        loop.exec_()
+        loop.exec()
     timer.stop()
     return predicate()
 
@@ -45,7 +56,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = JOB_TIMEOUT) -> b
 def pump(ms: int) -> None:
     loop = QEventLoop()
     QTimer.singleShot(ms, loop.quit)
-    loop.exec_()
+    loop.exec()
 
 
 class Run:
