@@ -78,7 +78,12 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
     res = chroot.krita_gui(
         chroot_root,
         home=home,
-        env={"IMG2IMG_KRITA_SCENARIOS": out, "IMG2IMG_KRITA_ECHO_URL": echo_url},
+        env={
+            "IMG2IMG_KRITA_SCENARIOS": out,
+            "IMG2IMG_KRITA_ECHO_URL": echo_url,
+            # a comma-separated list of scenario names runs only those (while working on one)
+            "IMG2IMG_KRITA_ONLY": os.environ.get("IMG2IMG_KRITA_ONLY", ""),
+        },
         timeout=720,
         done_file=out,
         files=[f"{home}/u8.png", f"{home}/deep.png"],
@@ -94,6 +99,8 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
     results["_kritarc"] = kritarc.read_text()
     results["_timed_out"] = res.timed_out
     results["_krita_output"] = res.describe()[-3000:] if res.timed_out else ""
+    if os.environ.get("IMG2IMG_E2E_DEBUG_KRITA"):
+        Path(os.environ["IMG2IMG_E2E_DEBUG_KRITA"]).write_text(res.describe())
     print(json.dumps(results, indent=1)[:20000])
     chroot.safe_rmtree(host_home)
     return results
