@@ -104,12 +104,14 @@ class Run:
         if doc.activeNode() == bottom:
             return
         for dock in self.window.qwindow().findChildren(QDockWidget):
-            if dock.objectName() == "KisLayerBox":
-                view = dock.findChildren(QAbstractItemView)[0]
+            if dock.objectName() != "KisLayerBox":
+                continue
+            for view in dock.findChildren(QAbstractItemView):  # the layer list (the first is the blending modes')
                 model = view.model()
-                for row in range(model.rowCount()):
-                    if model.data(model.index(row, 0)) == bottom.name():
-                        view.setCurrentIndex(model.index(row, 0))
+                rows = [model.index(row, 0) for row in range(model.rowCount())]
+                for index in rows:
+                    if model.data(index) == bottom.name():
+                        view.selectionModel().setCurrentIndex(index, QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect)
         assert wait_until(lambda: doc.activeNode() == bottom, 5), f"could not make {bottom.name()} the active layer"
 
     def history(self) -> int:
