@@ -97,7 +97,7 @@ class Run:
     def activate_bottom_layer(self, doc: Any) -> None:
         """Make the image's own layer the active one, as a user would in the Layers docker.
 
-        Krita 6 makes a result layer the active one after Apply (Krita 5 under Xvfb keeps the source active), and
+        Krita 5.3 and 6 make a result layer the active one after Apply (5.2 under Xvfb keeps the source active), and
         ``Document.setActiveNode`` has no effect under Xvfb: every scenario works on the image's own layer.
         """
         bottom = doc.topLevelNodes()[0]
