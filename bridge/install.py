@@ -66,17 +66,26 @@ def plugins_source() -> Path:
 
 
 def gimp_plugins_dir(home: Path | None = None) -> Path:
-    """GIMP 3's user plug-in folder for this platform (Flatpak when only that one exists)."""
+    """GIMP 3's user plug-in folder for this platform (Flatpak when only that one exists).
+
+    Each GIMP 3 minor release has its own configuration folder (``GIMP/3.0``, ``GIMP/3.2``) and copies the newest
+    older one only on its first start: the plug-in goes into that of the newest GIMP that has run (3.0's when none has).
+    """
     home = home or Path.home()
     if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA", home / "AppData" / "Roaming")) / "GIMP" / "3.0" / "plug-ins"
+        return _newest_gimp_config(Path(os.environ.get("APPDATA", home / "AppData" / "Roaming")) / "GIMP") / "plug-ins"
     if sys.platform == "darwin":
-        return home / "Library" / "Application Support" / "GIMP" / "3.0" / "plug-ins"
-    native = Path(os.environ.get("XDG_CONFIG_HOME", home / ".config")) / "GIMP" / "3.0"
-    flatpak = home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0"
+        return _newest_gimp_config(home / "Library" / "Application Support" / "GIMP") / "plug-ins"
+    native = _newest_gimp_config(Path(os.environ.get("XDG_CONFIG_HOME", home / ".config")) / "GIMP")
+    flatpak = _newest_gimp_config(home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP")
     if flatpak.is_dir() and not native.is_dir():
         return flatpak / "plug-ins"
     return native / "plug-ins"
+
+
+def _newest_gimp_config(parent: Path) -> Path:
+    minors = [int(d.name[2:]) for d in parent.glob("3.*") if d.name[2:].isdigit() and d.is_dir()]
+    return parent / f"3.{max(minors, default=0)}"
 
 
 _KRITA_FLATPAK = Path(".var") / "app" / "org.kde.krita"

@@ -91,6 +91,15 @@ def test_install_gimp_copies_the_plugin_and_makes_its_entry_executable(fake_plug
     check_editor_package(target / "img2img_gimp" / install.PRIVATE_PACKAGE)
 
 
+def test_gimp_plugins_go_to_the_newest_gimp_3_configuration_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(install.sys, "platform", "linux")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert install.gimp_plugins_dir(tmp_path) == tmp_path / ".config/GIMP/3.0/plug-ins"  # no GIMP has run yet
+    for name in ("2.10", "3.0", "3.2", "3.10-old"):
+        (tmp_path / ".config/GIMP" / name).mkdir(parents=True)
+    assert install.gimp_plugins_dir(tmp_path) == tmp_path / ".config/GIMP/3.2/plug-ins"  # GIMP 3.2 reads only its own
+
+
 def test_install_krita_copies_the_desktop_file_and_the_package(fake_plugins: Path, tmp_path: Path) -> None:
     pykrita = tmp_path / "share" / "krita" / "pykrita"
     kritarc = tmp_path / "kritarc"

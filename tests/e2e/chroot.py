@@ -1,8 +1,12 @@
-"""Debian trixie chroot with real GIMP 3 and Krita 5 for end-to-end tests.
+"""Debian chroots with real GIMP and Krita for end-to-end tests, one per set of editor versions.
 
-The chroot is built once with ``debootstrap`` + ``apt-get``, packed into a
-zstd tarball in a cache directory outside the repository and unpacked next to
-it.  Later sessions reuse the unpacked tree, or restore it from the tarball.
+``VARIANTS``: trixie (GIMP 3.0.4, Krita 5.2.9), sid (GIMP 3.2.6, Krita 5.3.4) and
+experimental (Krita 6.0.4 on PyQt6, over a sid base); ``EDITORS`` is the test
+matrix drawn from them.  Each chroot is built once with ``debootstrap`` +
+``apt-get``, packed into a zstd tarball in a cache directory outside the
+repository and unpacked next to it.  Later sessions reuse the unpacked tree, or
+restore it from the tarball.  ``python3 tests/e2e/chroot.py build [VARIANT...]``
+builds them ahead of a test run.
 
 Everything here needs root (``chroot``, ``mount``); :func:`skip_reason` tells
 why the harness cannot run on this machine.  See ``docs/e2e.md``.
@@ -10,12 +14,14 @@ why the harness cannot run on this machine.  See ``docs/e2e.md``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,11 +30,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.install import set_kritarc_value
 
-SUITE = "trixie"
 # Packages installed (with --no-install-recommends) on top of minbase.
 # Deliberately absent: python3-websockets, python3-msgpack,
 # python3-pyqt5.qtwebsockets -- the plug-ins must work without them.
@@ -42,6 +48,87 @@ PACKAGES: tuple[str, ...] = (
 )
 # Bump when the build steps change so that old caches are not reused.
 RECIPE_VERSION = 1
+# sid's and experimental's Release files, as reached from here, carry an expired Valid-Until
+NO_VALID_UNTIL = ("Acquire::Check-Valid-Until=false",)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One cached chroot: a Debian suite, optionally a second suite apt prefers, and the packages installed.
+
+    ``editors`` maps each editor package to the upstream version the suite is known to hold; the tests assert
+    it (``installed_versions``), so a suite that moved on fails loudly instead of testing something else.
+    """
+
+    name: str
+    suite: str
+    packages: tuple[str, ...]
+    editors: tuple[tuple[str, str], ...]
+    prefer: str | None = None  # added to sources.list; its packages win (apt-get -t)
+    apt_options: tuple[str, ...] = ()
+
+    def key_spec(self) -> dict[str, object]:
+        spec: dict[str, object] = {
+            "suite": self.suite,
+            "variant": "minbase",
+            "packages": sorted(self.packages),
+            "recipe": RECIPE_VERSION,
+        }
+        # only where set, so that the trixie chroot keeps the key (and the cache) it had before variants
+        if self.prefer:
+            spec["prefer"] = self.prefer
+        if self.apt_options:
+            spec["apt_options"] = list(self.apt_options)
+        return spec
+
+
+TRIXIE = Variant("trixie", "trixie", PACKAGES, (("gimp", "3.0.4"), ("krita", "5.2.9")))
+SID = Variant(
+    "sid",
+    "sid",
+    ("gimp", "python3", "krita", "python3-pyqt5", "xvfb", "xauth"),
+    (("gimp", "3.2.6"), ("krita", "5.3.4")),
+    apt_options=NO_VALID_UNTIL,
+)
+# Krita 6 (Qt 6, PyQt6) is only in experimental; no GIMP there (sid's is the one tested)
+EXPERIMENTAL = Variant(
+    "experimental",
+    "sid",
+    ("python3", "krita", "python3-pyqt6", "xvfb", "xauth"),
+    (("krita", "6.0.4"),),
+    prefer="experimental",
+    apt_options=NO_VALID_UNTIL,
+)
+VARIANTS: tuple[Variant, ...] = (TRIXIE, SID, EXPERIMENTAL)
+
+
+@dataclass(frozen=True)
+class Editor:
+    """One editor version of the matrix and the chroot it runs in."""
+
+    app: str  # "gimp" or "krita", the Debian package
+    version: str  # upstream version, e.g. "3.0.4"
+    variant: Variant
+
+    @property
+    def id(self) -> str:
+        return f"{self.app}-{self.version}"
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    def matches(self, found: str | None) -> bool:
+        """Whether a version the editor or dpkg reports is this one (a re-spin such as 5.3.4.1 is 5.3.4)."""
+        return found is not None and (found == self.version or found.startswith(self.version + "."))
+
+
+EDITORS: tuple[Editor, ...] = tuple(Editor(app, version, v) for v in VARIANTS for app, version in v.editors)
+
+
+def editors(app: str) -> list[Editor]:
+    return [e for e in EDITORS if e.app == app]
+
 
 CACHE_ENV = "IMG2IMG_E2E_CACHE"
 MIRROR_ENV = "IMG2IMG_E2E_MIRROR"  # optional Debian mirror URL for debootstrap
@@ -51,8 +138,7 @@ CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 READY_MARKER = ".img2img-e2e-ready"
 _STATE_DIR = ".img2img-e2e"  # mount bookkeeping inside the chroot (not packed)
 
-GIMP_CONSOLE = "gimp-console-3.0"
-GIMP_PLUGIN_DIR = ".config/GIMP/3.0/plug-ins"  # relative to HOME
+GIMP_CONSOLE = "gimp-console-3"  # gimp-console-3.0 in GIMP 3.0, gimp-console-3.2 in 3.2
 PYKRITA_DIR = ".local/share/krita/pykrita"  # relative to HOME
 
 
@@ -81,30 +167,43 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
-def cache_key() -> str:
-    spec = {
-        "suite": SUITE,
-        "variant": "minbase",
-        "packages": sorted(PACKAGES),
-        "recipe": RECIPE_VERSION,
-    }
+def cache_key(variant: Variant = TRIXIE) -> str:
+    return hashlib.sha256(json.dumps(variant.key_spec(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def chroot_dir(variant: Variant = TRIXIE) -> Path:
+    """Where the ready (unpacked) chroot lives."""
+    return cache_dir() / f"root-{variant.name}-{cache_key(variant)}"
+
+
+def tarball_path(variant: Variant = TRIXIE) -> Path:
+    return cache_dir() / f"{variant.name}-{cache_key(variant)}.tar.zst"
+
+
+def _base_key(suite: str) -> str:
+    spec = {"suite": suite, "variant": "minbase", "recipe": RECIPE_VERSION}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def chroot_dir() -> Path:
-    """Where the ready (unpacked) chroot lives."""
-    return cache_dir() / f"root-{SUITE}-{cache_key()}"
+def base_tarball_path(suite: str) -> Path:
+    """The packed debootstrap of ``suite``, shared by the variants built on it."""
+    return cache_dir() / f"base-{suite}-{_base_key(suite)}.tar.zst"
 
 
-def tarball_path() -> Path:
-    return cache_dir() / f"{SUITE}-{cache_key()}.tar.zst"
+def _shares_base(variant: Variant) -> bool:
+    return sum(v.suite == variant.suite for v in VARIANTS) > 1
 
 
-def _is_ready(root: Path) -> bool:
+def _is_ready(root: Path, variant: Variant = TRIXIE) -> bool:
     try:
-        return (root / READY_MARKER).read_text().strip() == cache_key()
+        return (root / READY_MARKER).read_text().strip() == cache_key(variant)
     except OSError:
         return False
+
+
+def is_ready(variant: Variant) -> bool:
+    """Whether the variant's chroot is unpacked and complete (nothing to build or restore)."""
+    return _is_ready(chroot_dir(variant), variant)
 
 
 def host_path(root: Path, inside: str) -> Path:
@@ -118,8 +217,8 @@ def host_path(root: Path, inside: str) -> Path:
 # skip logic
 
 
-def skip_reason() -> str | None:
-    """Why the e2e harness cannot run here, or None when it can."""
+def skip_reason(variant: Variant = TRIXIE) -> str | None:
+    """Why the e2e harness cannot run here (for ``variant``), or None when it can."""
     if not sys.platform.startswith("linux"):
         return "e2e chroot needs Linux"
     if os.geteuid() != 0:
@@ -127,11 +226,11 @@ def skip_reason() -> str | None:
     for tool in ("chroot", "mount", "umount", "tar"):
         if shutil.which(tool) is None:
             return f"e2e chroot needs {tool!r} on the host"
-    if _is_ready(chroot_dir()):
+    if _is_ready(chroot_dir(variant), variant):
         return None
     if shutil.which("zstd") is None:
         return "e2e chroot needs zstd on the host (cache tarball)"
-    if tarball_path().is_file():
+    if tarball_path(variant).is_file():
         return None
     if shutil.which("debootstrap") is None:
         return f"no debootstrap on the host and no cached chroot in {cache_dir()}"
@@ -481,7 +580,7 @@ def gimp_batch(
     timeout: float = 120.0,
     display: bool = False,
 ) -> ChrootResult:
-    """Run the Python file ``script`` (chroot path) in headless GIMP.
+    """Run the Python file ``script`` (chroot path) in headless GIMP (``gimp-console-3``, any 3.x).
 
     The script runs in python-fu-eval's globals (Gimp, Gegl, Babl, GLib, Gio,
     GObject in scope).  An uncaught exception makes GIMP exit non-zero (64)
@@ -613,18 +712,27 @@ def krita_python_errors(root: Path, home: str) -> str:
 # installing plug-ins into a chroot HOME
 
 
+def gimp_plugin_dir(root: Path) -> str:
+    """GIMP's user plug-in folder relative to HOME: each minor release has its own (``.config/GIMP/3.2/plug-ins``)."""
+    version = installed_versions(root, ["gimp"])["gimp"]
+    if version is None:
+        raise RuntimeError(f"no GIMP in {root}")
+    return ".config/GIMP/{}.{}/plug-ins".format(*version.split(".")[:2])
+
+
 def install_gimp_plugin(root: Path, *, home: str, name: str, source: Path) -> str:
     """Install the Python file ``source`` as GIMP plug-in ``name``.
 
-    GIMP 3 wants ``~/.config/GIMP/3.0/plug-ins/NAME/NAME.py``, executable.
+    GIMP 3 wants ``~/.config/GIMP/3.N/plug-ins/NAME/NAME.py``, executable.
     Returns the chroot path of the installed file.
     """
-    dest_dir = ensure_home(root, home) / GIMP_PLUGIN_DIR / name
+    plugins = gimp_plugin_dir(root)
+    dest_dir = ensure_home(root, home) / plugins / name
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / f"{name}.py"
     shutil.copyfile(source, dest)
     dest.chmod(0o755)
-    return f"{home.rstrip('/')}/{GIMP_PLUGIN_DIR}/{name}/{name}.py"
+    return f"{home.rstrip('/')}/{plugins}/{name}/{name}.py"
 
 
 def install_pykrita_plugin(
@@ -704,15 +812,45 @@ def _chroot_sh(root: Path, script: str, what: str, log: Path) -> None:
     _check(cmd, what, log)
 
 
-def _build(root: Path, log: Path) -> None:
+def _debootstrap(suite: str, root: Path, log: Path) -> None:
     t0 = time.monotonic()
-    cmd = ["debootstrap", "--variant=minbase", SUITE, str(root)]
+    cmd = ["debootstrap", "--variant=minbase", suite, str(root)]
     mirror = os.environ.get(MIRROR_ENV)
     if mirror:
         cmd.append(mirror)
-    _log(f"debootstrap --variant=minbase {SUITE} (about 20-60 s; log: {log})")
+    _log(f"debootstrap --variant=minbase {suite} (about 20-60 s; log: {log})")
     _check(cmd, "debootstrap", log)
-    _log(f"debootstrap done in {time.monotonic() - t0:.0f} s")
+    _log(f"debootstrap {suite} done in {time.monotonic() - t0:.0f} s")
+
+
+def _base(variant: Variant, root: Path, log: Path) -> None:
+    """Fill the empty ``root`` with a minbase debootstrap of the variant's suite.
+
+    Variants on the same suite share it: the first packs it, the others (also concurrent ones) unpack that.
+    """
+    if not _shares_base(variant):
+        _debootstrap(variant.suite, root, log)
+        return
+    tarball = base_tarball_path(variant.suite)
+    with _flock(cache_dir() / f"base-{variant.suite}.lock", f"{variant.suite} base"):
+        if not tarball.is_file():
+            _debootstrap(variant.suite, root, log)
+            _pack(root, tarball, log)
+            return
+    _restore(tarball, root, log)
+
+
+def _sources_line(root: Path, suite: str) -> str:
+    """The ``deb`` line debootstrap wrote for its suite, for ``suite`` instead."""
+    for line in (root / "etc/apt/sources.list").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "deb":
+            return " ".join([fields[0], fields[1], suite, *fields[3:]])
+    raise RuntimeError(f"no deb line in {root / 'etc/apt/sources.list'}")
+
+
+def _build(variant: Variant, root: Path, log: Path) -> None:
+    _base(variant, root, log)
     if Path("/etc/resolv.conf").exists():
         dest = root / "etc/resolv.conf"
         if dest.is_symlink():  # never write through a link to a host path
@@ -723,13 +861,23 @@ def _build(root: Path, log: Path) -> None:
     rc.write_text("#!/bin/sh\nexit 101\n")
     rc.chmod(0o755)
     (root / "etc/dpkg/dpkg.cfg.d/e2e-unsafe-io").write_text("force-unsafe-io\n")
+    if variant.apt_options:
+        conf = "".join(f'{k} "{v}";\n' for k, v in (opt.split("=", 1) for opt in variant.apt_options))
+        (root / "etc/apt/apt.conf.d/99img2img-e2e").write_text(conf)
+    packages = list(variant.packages)
+    if variant.prefer:
+        with open(root / "etc/apt/sources.list", "a") as fh:
+            fh.write(_sources_line(root, variant.prefer) + "\n")
+        # only the editors come from there (with what they need that the base suite lacks)
+        wanted = {app for app, _ in variant.editors}
+        packages = [f"{name}/{variant.prefer}" if name in wanted else name for name in packages]
     t1 = time.monotonic()
-    _log(f"apt-get install {' '.join(PACKAGES)} (about 40-90 s)")
+    _log(f"{variant.name}: apt-get install {' '.join(packages)} (about 40-90 s)")
     with mounted(root):
         _chroot_sh(
             root,
             "apt-get -q -o Acquire::Retries=3 update\n"
-            "apt-get -q -y -o Acquire::Retries=3 install --no-install-recommends " + " ".join(PACKAGES) + "\n"
+            "apt-get -q -y -o Acquire::Retries=3 install --no-install-recommends " + " ".join(packages) + "\n"
             "apt-get clean\n"
             "rm -rf /var/lib/apt/lists/*\n"
             # Krita's bundled pykrita plug-ins are not byte-compiled by the
@@ -740,7 +888,26 @@ def _build(root: Path, log: Path) -> None:
         )
     (root / "etc/dpkg/dpkg.cfg.d/e2e-unsafe-io").unlink()
     safe_rmtree(root / _STATE_DIR)
-    _log(f"packages installed in {time.monotonic() - t1:.0f} s")
+    found = installed_versions(root, [app for app, _ in variant.editors])
+    _log(f"{variant.name}: packages installed in {time.monotonic() - t1:.0f} s; editors {found}")
+
+
+def installed_versions(root: Path, packages: Sequence[str]) -> dict[str, str | None]:
+    """The upstream version of each installed package (None when not installed), from dpkg's status file."""
+    found: dict[str, str | None] = dict.fromkeys(packages)
+    status = (root / "var/lib/dpkg/status").read_text(errors="replace")
+    for paragraph in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in paragraph.splitlines() if ": " in line and not line.startswith(" "))
+        name = fields.get("Package")
+        if name in found and fields.get("Status", "").endswith(" installed"):
+            found[name] = upstream_version(fields.get("Version", ""))
+    return found
+
+
+def upstream_version(debian: str) -> str:
+    """``1:6.0.4+dfsg-1`` -> ``6.0.4``; a version it cannot read plainly (``6.0.4~rc1-1``) comes back whole."""
+    match = re.match(r"(?:\d+:)?(\d+(?:\.\d+)*)(?=[-+]|$)", debian)
+    return match.group(1) if match else debian
 
 
 def _pack(root: Path, tarball: Path, log: Path) -> None:
@@ -789,36 +956,36 @@ def _restore(tarball: Path, root: Path, log: Path) -> None:
     _log(f"restored in {time.monotonic() - t0:.1f} s")
 
 
-def ensure_chroot() -> Path:
+def ensure_chroot(variant: Variant = TRIXIE) -> Path:
     """Return a ready chroot: reuse, restore from the cache tarball, or build.
 
     Building/restoring happens in a temporary directory that is renamed into
-    place only when complete, under a lock file, so concurrent callers wait
-    for each other and an interrupted run never leaves a chroot that looks
-    ready.
+    place only when complete, under a per-variant lock file, so concurrent
+    callers wait for each other (and builds of different variants run side by
+    side) and an interrupted run never leaves a chroot that looks ready.
     """
-    reason = skip_reason()
+    reason = skip_reason(variant)
     if reason:
         raise RuntimeError(reason)
     cache = cache_dir()
-    root = chroot_dir()
-    if _is_ready(root):
+    root = chroot_dir(variant)
+    if _is_ready(root, variant):
         return root
     cache.mkdir(parents=True, exist_ok=True)
-    with _flock(cache / "build.lock", "chroot build"):
-        if _is_ready(root):
+    with _flock(cache / f"build-{variant.name}.lock", f"{variant.name} chroot build"):
+        if _is_ready(root, variant):
             return root
-        # leftovers of interrupted runs (we hold the lock: nobody uses them)
-        for stale in [*cache.glob("tmp-*"), root]:
+        # leftovers of interrupted runs of this variant (we hold its lock: nobody uses them)
+        for stale in [*cache.glob(f"tmp-{variant.name}-*"), root]:
             if stale.is_dir():
                 _log(f"removing stale {stale}")
                 safe_rmtree(stale)
-        for part in cache.glob("*.part"):
+        tarball = tarball_path(variant)
+        for part in cache.glob(f"{variant.name}-*.part"):
             part.unlink()
-        log = cache / "build.log"
+        log = cache / f"build-{variant.name}.log"
         log.write_text("")
-        tarball = tarball_path()
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=cache))
+        tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{variant.name}-", dir=cache))
         os.chmod(tmp, 0o755)
         t0 = time.monotonic()
         try:
@@ -833,12 +1000,58 @@ def ensure_chroot() -> Path:
                     safe_rmtree(tmp)
                     tmp.mkdir(mode=0o755)
             if not restored:
-                _build(tmp, log)
+                _build(variant, tmp, log)
                 _pack(tmp, tarball, log)
-            (tmp / READY_MARKER).write_text(cache_key() + "\n")
+            (tmp / READY_MARKER).write_text(cache_key(variant) + "\n")
             os.rename(tmp, root)
         except BaseException:
             safe_rmtree(tmp)
             raise
-        _log(f"chroot ready at {root} after {time.monotonic() - t0:.0f} s")
+        _log(f"{variant.name} chroot ready at {root} after {time.monotonic() - t0:.0f} s")
     return root
+
+
+def build_in_background(variant: Variant) -> subprocess.Popen[bytes]:
+    """Start ``ensure_chroot(variant)`` in a child process (output in the cache's ``background-NAME.log``).
+
+    The child holds the variant's build lock, so a later ``ensure_chroot`` in this process waits for it (or, if
+    it failed, tries again and reports why).  It dies with this process.
+    """
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    log = cache_dir() / f"background-{variant.name}.log"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, __file__, "build", variant.name],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def variant_named(name: str) -> Variant:
+    for variant in VARIANTS:
+        if variant.name == name:
+            return variant
+    raise SystemExit(f"no chroot variant {name!r}; there are {', '.join(v.name for v in VARIANTS)}")
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python3 tests/e2e/chroot.py build [VARIANT...]``: build (or restore) chroots side by side, all by default."""
+    if not argv or argv[0] != "build":
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    variants = [variant_named(name) for name in argv[1:]] or list(VARIANTS)
+    # each build waits on the network and dpkg in turn: side by side they take about as long as the longest
+    with concurrent.futures.ThreadPoolExecutor(len(variants)) as pool:
+        roots = list(pool.map(ensure_chroot, variants))
+    for variant, root in zip(variants, roots, strict=True):
+        _log(f"{variant.name}: {root} {installed_versions(root, [app for app, _ in variant.editors])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

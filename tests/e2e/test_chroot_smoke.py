@@ -1,4 +1,4 @@
-"""Smoke tests: real GIMP 3 and Krita 5 run headless in the e2e chroot."""
+"""Smoke tests: real GIMP and Krita run headless in the e2e chroots, and are the versions the matrix names."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import chroot
+import pytest
 
 # --------------------------------------------------------------------------
 # stdlib PNG reader (8/16-bit RGB/RGBA, non-interlaced): exact 16-bit values
@@ -104,7 +105,20 @@ with open(%(out)r, "w") as fh:
 """
 
 
-def test_gimp_batch_pixels_and_png(chroot_root: Path, chroot_home: str) -> None:
+@pytest.mark.editor("gimp")
+def test_the_installed_gimp_is_the_expected_version(chroot_root: Path, editor: chroot.Editor) -> None:
+    found = chroot.installed_versions(chroot_root, ["gimp"])["gimp"]
+    assert editor.matches(found), f"{editor.variant.name} chroot holds GIMP {found}, not {editor.version}"
+
+
+@pytest.mark.editor("krita")
+def test_the_installed_krita_is_the_expected_version(chroot_root: Path, editor: chroot.Editor) -> None:
+    found = chroot.installed_versions(chroot_root, ["krita"])["krita"]
+    assert editor.matches(found), f"{editor.variant.name} chroot holds Krita {found}, not {editor.version}"
+
+
+@pytest.mark.editor("gimp")
+def test_gimp_batch_pixels_and_png(chroot_root: Path, chroot_home: str, editor: chroot.Editor) -> None:
     pattern = _gimp_pattern()
     png, out, script = (f"{chroot_home}/{n}" for n in ("out.png", "result.json", "s.py"))
     chroot.host_path(chroot_root, script).write_text(
@@ -124,13 +138,14 @@ def test_gimp_batch_pixels_and_png(chroot_root: Path, chroot_home: str) -> None:
     assert result["roundtrip"] is True
     assert result["saved"] is True
     assert result["layers"] == 1
-    assert result["gi_gimp_version"].startswith("3.0")
+    assert editor.matches(result["gi_gimp_version"]), result["gi_gimp_version"]
     assert {"Gimp", "Gegl", "GLib", "Gio", "GObject"} <= set(result["scope"])
     width, height, depth, channels, pixels = read_png(chroot.host_path(chroot_root, png))
     assert (width, height, depth, channels) == (GIMP_W, GIMP_H, 8, 4)
     assert pixels == pattern
 
 
+@pytest.mark.editor("gimp")
 def test_gimp_batch_failure_is_nonzero(chroot_root: Path, chroot_home: str) -> None:
     script = f"{chroot_home}/fail.py"
     chroot.host_path(chroot_root, script).write_text("raise RuntimeError('e2e-boom')\n")
@@ -203,6 +218,7 @@ assert result.index(0) == Gimp.PDBStatusType.SUCCESS, result.index(0)
 """
 
 
+@pytest.mark.editor("gimp")
 def test_gimp_python_plugin(chroot_root: Path, chroot_home: str, tmp_path: Path) -> None:
     src = tmp_path / "e2e-probe.py"
     src.write_text(GIMP_PLUGIN)
@@ -223,10 +239,13 @@ def test_gimp_python_plugin(chroot_root: Path, chroot_home: str, tmp_path: Path)
 # Krita
 
 KRITA_EXTENSION = """
-import json, os, struct, sys, traceback
+import importlib, json, os, struct, sys, traceback
 
 from krita import Extension, InfoObject, Krita
-from PyQt5.QtCore import QByteArray, QT_VERSION_STR, PYQT_VERSION_STR, QTimer
+
+QT = "PyQt6" if "PyQt6" in sys.modules else "PyQt5"
+QtCore = importlib.import_module(QT + ".QtCore")
+QByteArray, QTimer = QtCore.QByteArray, QtCore.QTimer
 
 RESULT = os.environ.get("E2E_RESULT")
 OUTDIR = os.environ.get("E2E_OUTDIR", "/tmp")
@@ -273,8 +292,8 @@ class E2EProbe(Extension):
     def scenario(self):
         app = Krita.instance()
         res = {"python": sys.version.split()[0], "krita": app.version(),
-               "qt": QT_VERSION_STR, "pyqt": PYQT_VERSION_STR}
-        for mod in ("websockets", "msgpack", "PyQt5.QtWebSockets", "PyQt5.QtNetwork"):
+               "qt": QtCore.QT_VERSION_STR, "pyqt": QtCore.PYQT_VERSION_STR}
+        for mod in ("websockets", "msgpack", QT + ".QtWebSockets", QT + ".QtNetwork"):
             try:
                 __import__(mod)
                 res["has_" + mod] = True
@@ -310,7 +329,8 @@ Krita.instance().addExtension(E2EProbe(Krita.instance()))
 """
 
 
-def test_krita_pixel_order(chroot_root: Path, chroot_home: str, tmp_path: Path) -> None:
+@pytest.mark.editor("krita")
+def test_krita_pixel_order(chroot_root: Path, chroot_home: str, tmp_path: Path, editor: chroot.Editor) -> None:
     pkg = tmp_path / "e2eprobe"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(textwrap.dedent(KRITA_EXTENSION))
@@ -332,7 +352,8 @@ def test_krita_pixel_order(chroot_root: Path, chroot_home: str, tmp_path: Path) 
     errors = chroot.krita_python_errors(chroot_root, chroot_home)
     assert "e2e-deliberate-error" in errors, res.describe()
     assert errors.count("Traceback") == 1, errors
-    assert result["krita"].startswith("5.")
+    assert editor.matches(result["krita"]), result["krita"]
+    assert result["pyqt"].split(".")[0] == result["qt"].split(".")[0] == ("6" if editor.major >= 6 else "5"), result
     assert result["has_websockets"] is False
     assert result["has_msgpack"] is False
 

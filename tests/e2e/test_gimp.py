@@ -1,6 +1,7 @@
-"""The GIMP plug-in in real GIMP 3 (headless, in the e2e chroot) against a real bridge with the tiny model.
+"""The GIMP plug-in in real GIMP 3 (headless, in the e2e chroots) against a real bridge with the tiny model.
 
-One GIMP run plays every scenario of ``gimp_scenarios.py``; each test checks one of them.
+Every test runs once per GIMP version of the matrix (``chroot.EDITORS``: 3.0.4 and 3.2.6).  One GIMP run per
+version plays every scenario of ``gimp_scenarios.py``; each test checks one of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bridge.editor import protocol as p
 from bridge.editor.presets import STRENGTH_PRESETS
 from tests.wheel_install import WheelInstall
 
+pytestmark = pytest.mark.editor("gimp")
 SCENARIOS = Path(__file__).resolve().parent / "gimp_scenarios.py"
 RESULT_NAME = "a red fox (seed 1234)"
 
@@ -51,7 +53,8 @@ def gimp(chroot_root: Path, bridge_url: str, from_wheel: WheelInstall) -> Iterat
     home = f"/tmp/{host_home.name}"
     chroot.ensure_home(chroot_root, home)
     # as a user without a checkout installs it: the wheel's command, from a venv outside the checkout
-    done = from_wheel.run("install-plugins", "--gimp", "--dest", str(host_home / chroot.GIMP_PLUGIN_DIR), cwd=host_home)
+    dest = host_home / chroot.gimp_plugin_dir(chroot_root)
+    done = from_wheel.run("install-plugins", "--gimp", "--dest", str(dest), cwd=host_home)
     assert done.returncode == 0, done.stderr
     (host_home / "out").mkdir()
     shutil.copyfile(SCENARIOS, host_home / "scenarios.py")

@@ -1,6 +1,7 @@
-"""The Krita plug-in in real Krita 5.2 (GUI, under Xvfb, in the e2e chroot) against a real bridge with the tiny model.
+"""The Krita plug-in in real Krita (GUI, under Xvfb, in the e2e chroots) against a real bridge with the tiny model.
 
-One Krita run drives every scenario (``krita_scenarios``) through the docker's own
+Every test runs once per Krita version of the matrix (``chroot.EDITORS``: 5.2.9, 5.3.4 and 6.0.4, the last under
+PyQt6), the same plug-in source in each.  One Krita run per version drives every scenario (``krita_scenarios``) through the docker's own
 widgets and writes what it saw; the assertions are here.
 """
 
@@ -25,6 +26,7 @@ from bridge.editor.presets import auto_guidance, auto_steps, auto_strength
 from bridge.install import enable_in_kritarc
 from tests.wheel_install import ROOT, WheelInstall
 
+pytestmark = pytest.mark.editor("krita")
 HERE = Path(__file__).resolve().parent
 KRITA_IMPORTER = "/usr/share/krita/pykrita/plugin_importer/plugin_importer.py"  # Tools > Scripts > Import Python Plugin
 # a second plug-in, as other AI plug-ins are: its own websockets (another version) imported as top-level ``websockets``
@@ -128,6 +130,8 @@ def krita_run(
             "IMG2IMG_KRITA_ECHO_URL": echo_url,
             "IMG2IMG_OTHER_URL": bridge_url,
             "IMG2IMG_OTHER_FACTS": f"{home}/other.json",
+            # a comma-separated list of scenario names runs only those (while working on one)
+            "IMG2IMG_KRITA_ONLY": os.environ.get("IMG2IMG_KRITA_ONLY", ""),
         },
         timeout=720,
         done_file=out,
@@ -147,6 +151,8 @@ def krita_run(
     results["_imported_differs"] = differing_files(host_home / chroot.PYKRITA_DIR / "img2img_bridge", direct / "img2img_bridge")
     results["_timed_out"] = res.timed_out
     results["_krita_output"] = res.describe()[-3000:] if res.timed_out else ""
+    if os.environ.get("IMG2IMG_E2E_DEBUG_KRITA"):
+        Path(os.environ["IMG2IMG_E2E_DEBUG_KRITA"]).write_text(res.describe())
     print(json.dumps(results, indent=1)[:20000])
     chroot.safe_rmtree(host_home)
     return results
@@ -164,12 +170,12 @@ def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(facts)
 
 
-def test_plugin_loads_connects_and_uses_its_vendored_libraries(krita_run: dict[str, Any]) -> None:
+def test_plugin_loads_connects_and_uses_its_vendored_libraries(krita_run: dict[str, Any], editor: chroot.Editor) -> None:
     assert "error" not in krita_run, krita_run["error"]
     assert krita_run["_python_errors"] == ""
     assert not krita_run["_timed_out"], "Krita did not quit after file_quit"
     assert krita_run["connected"] is True, krita_run["connection_text"]
-    assert krita_run["binding"] == "PyQt5"
+    assert krita_run["binding"] == ("PyQt6" if editor.major >= 6 else "PyQt5")
     assert "/pykrita/img2img_bridge/_bridge/_vendor/websockets/" in krita_run["vendored"]
 
 

@@ -5,7 +5,7 @@ have been started with the test's images on its command line (``u8.png``,
 ``deep.png``): only documents opened that way get an active layer under Xvfb.
 Each scenario uses the docker's own widgets, waits for the plug-in's events
 with a nested event loop, and records facts; ``tests/e2e/test_krita.py``
-judges them. Runs on Krita's Python (3.13 here, 3.10 in Krita 5.2 builds).
+judges them. Runs on Krita's Python (3.13 and 3.14 here, 3.10 in Krita 5.2 builds), under PyQt5 or PyQt6.
 """
 
 from __future__ import annotations
@@ -17,11 +17,22 @@ import sys
 import time
 import traceback
 import zlib
+from importlib import import_module
 from typing import Any, Callable
 
 from krita import Extension, Krita, Selection
-from PyQt5.QtCore import QByteArray, QEventLoop, QTimer
-from PyQt5.QtWidgets import QAbstractItemView, QApplication, QDockWidget, QMdiArea
+
+# the binding Krita loaded: PyQt6 under Krita 6, PyQt5 under Krita 5 (importing the other one is refused)
+_QT = "PyQt6" if "PyQt6" in sys.modules else "PyQt5"
+QtCore: Any = import_module(f"{_QT}.QtCore")
+QtWidgets: Any = import_module(f"{_QT}.QtWidgets")
+QByteArray, QEventLoop, QTimer = QtCore.QByteArray, QtCore.QEventLoop, QtCore.QTimer
+QAbstractItemView, QApplication, QDockWidget, QMdiArea = (
+    QtWidgets.QAbstractItemView,
+    QtWidgets.QApplication,
+    QtWidgets.QDockWidget,
+    QtWidgets.QMdiArea,
+)
 
 RESULT = os.environ.get("IMG2IMG_KRITA_SCENARIOS", "")
 ECHO_URL = os.environ.get("IMG2IMG_KRITA_ECHO_URL", "")  # a bridge whose engine echoes its input: the live benchmark's
@@ -37,7 +48,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = JOB_TIMEOUT) -> b
     timer.timeout.connect(lambda: (predicate() or time.monotonic() > deadline) and loop.quit())
     timer.start(20)
     if not predicate():
-        loop.exec_()
+        loop.exec()
     timer.stop()
     return predicate()
 
@@ -45,7 +56,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = JOB_TIMEOUT) -> b
 def pump(ms: int) -> None:
     loop = QEventLoop()
     QTimer.singleShot(ms, loop.quit)
-    loop.exec_()
+    loop.exec()
 
 
 class Run:
@@ -80,7 +91,28 @@ class Run:
         wait_until(lambda: self.app.activeDocument() == doc, 5)
         assert self.app.activeDocument() == doc, f"could not make {suffix} the active document"
         assert doc.activeNode() is not None, f"{suffix} has no active layer"
+        self.activate_bottom_layer(doc)
         return doc
+
+    def activate_bottom_layer(self, doc: Any) -> None:
+        """Make the image's own layer the active one, as a user would in the Layers docker.
+
+        Krita 5.3 and 6 make a result layer the active one after Apply (5.2 under Xvfb keeps the source active), and
+        ``Document.setActiveNode`` has no effect under Xvfb: every scenario works on the image's own layer.
+        """
+        bottom = doc.topLevelNodes()[0]
+        if doc.activeNode() == bottom:
+            return
+        for dock in self.window.qwindow().findChildren(QDockWidget):
+            if dock.objectName() != "KisLayerBox":
+                continue
+            for view in dock.findChildren(QAbstractItemView):  # the layer list (the first is the blending modes')
+                model = view.model()
+                rows = [model.index(row, 0) for row in range(model.rowCount())]
+                for index in rows:
+                    if model.data(index) == bottom.name():
+                        view.selectionModel().setCurrentIndex(index, QtCore.QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        assert wait_until(lambda: doc.activeNode() == bottom, 5), f"could not make {bottom.name()} the active layer"
 
     def history(self) -> int:
         """Entries in Krita's undo history (the History docker's list)."""
@@ -685,7 +717,8 @@ def run_all() -> None:
         }
         results["documents"] = [[d.fileName(), d.colorDepth()] for d in run.app.documents()]
         results["top_level_widgets"] = [type(w).__name__ + ":" + w.windowTitle() for w in QApplication.topLevelWidgets() if w.isVisible()]
-        for scenario in SCENARIOS:
+        only = [name for name in os.environ.get("IMG2IMG_KRITA_ONLY", "").split(",") if name]
+        for scenario in [s for s in SCENARIOS if not only or s.__name__ in only]:
             started = time.monotonic()
             try:
                 results[scenario.__name__] = scenario(run)
@@ -709,10 +742,18 @@ def run_all() -> None:
     app.action("file_quit").trigger()
 
 
+def when_documents_open(count: int = 2, tries: int = 120) -> None:
+    """Start the scenarios once Krita has opened the images on its command line (Krita 6 opens them after its window)."""
+    if len(Krita.instance().documents()) >= count or tries == 0:
+        run_all()
+    else:
+        QTimer.singleShot(500, lambda: when_documents_open(count, tries - 1))
+
+
 class Scenarios(Extension):
     def setup(self) -> None:
         if RESULT:
-            Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(500, run_all))
+            Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(500, when_documents_open))
 
     def createActions(self, window: Any) -> None:
         pass
