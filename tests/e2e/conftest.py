@@ -3,7 +3,8 @@
 ``editor``         session, parametrized: the editor version a test runs against (``chroot.Editor``, ids like
                    ``gimp-3.0.4`` or ``krita-6.0.4``).  Mark a module or test ``pytest.mark.editor("gimp")`` (or
                    ``"krita"``) and every test in it that uses ``chroot_root`` runs once per version of that editor
-                   (``chroot.EDITORS``); unmarked tests run once per chroot variant (ids ``trixie``, ``sid``, ...).
+                   (``chroot.EDITORS``); ``pytest.mark.editor("gimp", version="3.0.4")`` runs it in that version
+                   only; unmarked tests run once per chroot variant (ids ``trixie``, ``sid``, ...).
 ``chroot_variant`` session, parametrized with it: the chroot that holds that version.
 ``chroot_root``    session: that chroot, ready and mounted (host Path).
 ``chroot_home``    per test: a fresh HOME inside the chroot (chroot path, str).
@@ -46,7 +47,9 @@ def _in_ci() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "editor(app): run the test once per version of that editor (gimp or krita)")
+    config.addinivalue_line(
+        "markers", "editor(app, version=None): run the test once per version of that editor (gimp or krita), or in one"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -61,7 +64,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     app = marker.args[0]
     if app not in APPS:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: pytest.mark.editor({app!r}) names no editor; use one of {APPS}")
-    versions = chroot.editors(app)
+    versions = [e for e in chroot.editors(app) if marker.kwargs.get("version") in (None, e.version)]
+    if not versions:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: no {app} {marker.kwargs['version']} in the matrix")
     ids = [e.id for e in versions]
     if "editor" in metafunc.fixturenames:
         pairs = [(e, e.variant) for e in versions]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import chroot
+import pytest
 from PIL import Image as PILImage
 
 from bridge.install import install_gimp, install_krita
@@ -22,6 +23,9 @@ from tests.screenshots import checked, keep
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 300
+# the README shows one version of each editor: these, so that the pictures do not change with every version
+README_GIMP = "3.0.4"
+README_KRITA = "5.2.9"
 
 
 def release_when_written(gate: StepGate, path: Path, timeout: float = TIMEOUT) -> threading.Thread:
@@ -38,9 +42,10 @@ def release_when_written(gate: StepGate, path: Path, timeout: float = TIMEOUT) -
     return thread
 
 
+@pytest.mark.editor("gimp", version=README_GIMP)
 def test_the_gimp_dialog_for_the_readme(chroot_root: Path, chroot_home: str, bridge_url: str) -> None:
     host_home = chroot.host_path(chroot_root, chroot_home)
-    install_gimp(dest=host_home / chroot.GIMP_PLUGIN_DIR)
+    install_gimp(dest=host_home / chroot.gimp_plugin_dir(chroot_root))
     shutil.copytree(HERE / "gimp_dialog_hook", host_home / "hook")
     shutil.copyfile(HERE / "gimp_dialog_shot.py", host_home / "dialog_shot.py")
     (host_home / "out").mkdir()
@@ -57,6 +62,7 @@ def test_the_gimp_dialog_for_the_readme(chroot_root: Path, chroot_home: str, bri
     keep(checked(host_home / "out" / "dialog.png", (320, 320), (1280, 1024), colours=32), "gimp-dialog.png")
 
 
+@pytest.mark.editor("krita", version=README_KRITA)
 def test_the_krita_docker_during_a_job_for_the_readme(chroot_root: Path, chroot_home: str, model_cache: object) -> None:
     host_home = chroot.host_path(chroot_root, chroot_home)
     shot = f"{chroot_home}/docker.png"
