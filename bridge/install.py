@@ -1,7 +1,7 @@
 """``img2img-bridge install-plugins``: copy the plug-ins and what they need into the editors' folders.
 
 The editors' Pythons have no pip, so each plug-in gets a ``vendor/`` folder
-holding the client library (``bridge/__init__.py``, ``protocol.py``, ``wire.py``, ``presets.py``,
+holding the client library (``bridge/__init__.py``, ``protocol.py``, ``wire.py``, ``shm.py``, ``presets.py``,
 ``client.py``, ``regions.py``) and pure-Python copies of websockets and
 msgpack, taken from this environment without their C speedups.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PLUGIN_NAME = "img2img_bridge"
-CLIENT_MODULES = ("__init__.py", "protocol.py", "wire.py", "client.py", "regions.py", "presets.py")
+CLIENT_MODULES = ("__init__.py", "protocol.py", "wire.py", "shm.py", "client.py", "regions.py", "presets.py")
 VENDORED_PACKAGES = ("websockets", "msgpack")
 
 

@@ -97,9 +97,15 @@ class _Raster:
     height: int
     data: wire.Piece  # bytes when received; the sender may hand over a view of its own pixels
     encoding: Encoding = Encoding.RAW
+    # same-machine hand-off (bridge.shm): the raw pixels are bytes offset.. of this segment, and data is empty
+    segment: str | None = None
+    offset: int = 0
 
     def to_wire(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "encoding": self.encoding.value, "data": self.data}
+        out = {"width": self.width, "height": self.height, "encoding": self.encoding.value, "data": self.data}
+        if self.segment is not None:
+            out.update(segment=self.segment, offset=self.offset)
+        return out
 
     @classmethod
     def from_wire(cls: type[_R], raw: Any, name: str) -> _R:
@@ -109,6 +115,8 @@ class _Raster:
             height=_int(obj, "height", name),
             data=_bytes(obj, "data", name),
             encoding=_enum(obj, "encoding", name, Encoding, Encoding.RAW),
+            segment=_opt_str(obj, "segment", name),
+            offset=_int(obj, "offset", name, 0),
         )
 
 
@@ -337,6 +345,27 @@ class ModelState:
         )
 
 
+@dataclass(frozen=True)
+class SharedMemoryOffer:
+    """The bridge's same-machine hand-off (bridge.shm), offered in the welcome to loopback clients that ask.
+
+    ``folder`` is the bridge's private segment folder; the file ``probe`` in it holds ``token``: a client that
+    reads it there shares the bridge's machine and user, and may name segments of that folder in its images.
+    """
+
+    folder: str
+    probe: str
+    token: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"folder": self.folder, "probe": self.probe, "token": self.token}
+
+    @classmethod
+    def from_wire(cls, raw: Any, name: str) -> SharedMemoryOffer:
+        obj = _map(raw, name)
+        return cls(folder=_str(obj, "folder", name), probe=_str(obj, "probe", name), token=_str(obj, "token", name))
+
+
 # --- messages --------------------------------------------------------------------------------
 
 
@@ -359,9 +388,14 @@ class Hello(Message):
     client: str
     protocol: int = PROTOCOL_VERSION
     encodings: tuple[Encoding, ...] = BASIC_ENCODINGS
+    #: the client can take the same-machine hand-off (bridge.shm) if the bridge offers it
+    shm: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "client": self.client, "protocol": self.protocol, "encodings": [e.value for e in self.encodings]}
+        out = {"type": self.TYPE, "client": self.client, "protocol": self.protocol, "encodings": [e.value for e in self.encodings]}
+        if self.shm:
+            out["shm"] = True
+        return out
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Hello:
@@ -369,6 +403,7 @@ class Hello(Message):
             client=_str(obj, "client", None),
             protocol=_int(obj, "protocol", None),
             encodings=_enum_list(obj, "encodings", Encoding, BASIC_ENCODINGS),
+            shm=_bool(obj, "shm", None, False),
         )
 
 
@@ -393,6 +428,8 @@ class Generate(Message):
     live: bool = False
     # match the regenerated region's colours to the kept pixels around it (bridge.seams); None: on when masked
     match_seams: bool | None = None
+    #: raw results and previews come back through shared-memory segments (only after the welcome offered them)
+    shm: bool = False
 
     @property
     def matches_seams(self) -> bool:
@@ -415,6 +452,7 @@ class Generate(Message):
             "result_encoding": self.result_encoding.value,
             "live": self.live,
             "match_seams": self.match_seams,
+            **({"shm": True} if self.shm else {}),
         }
 
     @classmethod
@@ -438,6 +476,7 @@ class Generate(Message):
                 result_encoding=_enum(obj, "result_encoding", None, Encoding, Encoding.RAW),
                 live=_bool(obj, "live", None, False),
                 match_seams=None if obj.get("match_seams") is None else _bool(obj, "match_seams", None),
+                shm=_bool(obj, "shm", None, False),
             )
         except ProtocolError as exc:
             exc.job_id = job_id
@@ -546,6 +585,7 @@ class Welcome(Message):
     limits: Limits
     models: tuple[ModelInfo, ...]
     encodings: tuple[Encoding, ...]
+    shm: SharedMemoryOffer | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -557,6 +597,7 @@ class Welcome(Message):
             "limits": self.limits.to_wire(),
             "models": [m.to_wire() for m in self.models],
             "encodings": [e.value for e in self.encodings],
+            **({} if self.shm is None else {"shm": self.shm.to_wire()}),
         }
 
     @classmethod
@@ -569,6 +610,7 @@ class Welcome(Message):
             limits=Limits.from_wire(_required(obj, "limits", None), "limits"),
             models=tuple(ModelInfo.from_wire(m, "models") for m in _list(obj, "models", None)),
             encodings=_enum_list(obj, "encodings", Encoding, BASIC_ENCODINGS),
+            shm=None if obj.get("shm") is None else SharedMemoryOffer.from_wire(obj["shm"], "shm"),
         )
 
 

@@ -1,0 +1,110 @@
+"""The bridge's side of the same-machine hand-off (``bridge.shm``): the offer, clients' segments read in place, results written out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Hashable
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+from . import protocol as p
+from . import shm
+
+log = logging.getLogger("img2img_bridge")
+
+_R = TypeVar("_R", p.Image, p.Mask)
+
+
+class SharedMemoryHost:
+    """Offers the hand-off to loopback clients of this user, maps the segments they name, writes results into new ones.
+
+    The segments it writes for a connection count against ``budget`` bytes until the client has taken
+    them (removed their files); past it, events carry their pixels over the socket.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = shm.private_folder(folder or shm.default_folder(), create=True)
+        swept = shm.sweep(self.folder)
+        if swept:
+            log.info("removed %d shared-memory segments left by processes that ended", len(swept))
+        self.token = secrets.token_hex(16)
+        self.probe = shm.write_new(self.folder, "probe", self.token.encode())
+        self._sent: dict[Hashable, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def offer(self) -> p.SharedMemoryOffer:
+        return p.SharedMemoryOffer(folder=str(self.folder), probe=self.probe, token=self.token)
+
+    def attach(self, request: p.Generate) -> p.Generate:
+        """``request`` with the pixels of the segments it names mapped in, read-only; raises ProtocolError."""
+        image = _mapped(self.folder, request.image, "image", 4)
+        mask = None if request.mask is None else _mapped(self.folder, request.mask, "mask", 1)
+        return replace(request, image=image, mask=mask)
+
+    def hand_over(self, owner: Hashable, image: p.Image, budget: int) -> p.Image:
+        """``image`` (raw) moved into a new segment for ``owner``; unchanged when that would pass ``budget`` or fails."""
+        if image.encoding is not p.Encoding.RAW or image.segment is not None:
+            return image
+        size = len(memoryview(image.data).cast("B"))
+        with self._lock:
+            sent = self._sent.setdefault(owner, {})
+            for name in [n for n in sent if not os.path.exists(self.folder / n)]:
+                del sent[name]  # taken by the client
+            if sum(sent.values()) + size > budget:
+                return image
+            try:
+                name = shm.write_new(self.folder, "s", image.data)
+            except OSError as exc:  # /dev/shm full: the socket still works
+                log.warning("could not write a segment (%s); sending over the socket", exc.strerror)
+                return image
+            sent[name] = size
+        return replace(image, data=b"", segment=name, offset=0)
+
+    def discard(self, owner: Hashable, image: p.Image) -> None:
+        """Remove the segment of an event that was not sent after all (a skipped preview)."""
+        if image.segment is None:
+            return
+        with self._lock:
+            self._sent.get(owner, {}).pop(image.segment, None)
+        _unlink(self.folder / image.segment)
+
+    def forget(self, owner: Hashable) -> None:
+        """``owner`` disconnected: remove what it never took, and the segments of clients that have died."""
+        with self._lock:
+            names = list(self._sent.pop(owner, {}))
+        for name in names:
+            _unlink(self.folder / name)
+        shm.sweep(self.folder)
+
+    def close(self) -> None:
+        with self._lock:
+            names = [n for sent in self._sent.values() for n in sent] + [self.probe]
+            self._sent.clear()
+        for name in names:
+            _unlink(self.folder / name)
+
+
+def _mapped(folder: Path, raster: _R, name: str, channels: int) -> _R:
+    if raster.segment is None:
+        return raster
+    field = f"{name}.segment"
+    if raster.encoding is not p.Encoding.RAW:
+        raise p.ProtocolError(p.ErrorCode.UNSUPPORTED_ENCODING, f"{name} in a segment must be raw", field=f"{name}.encoding")
+    try:
+        shm.check_name(raster.segment, "c")
+        data = shm.map_readonly(folder, raster.segment, raster.offset, raster.width * raster.height * channels)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"{field} cannot be read: {exc}", field=field) from exc
+    return replace(raster, data=data)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
