@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +26,14 @@ class SharedMemoryHost:
 
     The segments it writes for a connection count against ``budget`` bytes until the client has taken
     them (removed their files); past it, events carry their pixels over the socket.
+
+    Filling fresh memory costs several times what copying into memory already touched does, so after
+    each hand-over a spare segment of that size is allocated in the background (at most
+    ``spare_bytes`` of them, the least recently used let go first): the next frame of a live stroke
+    is written into pages that are ready.
     """
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, spare_bytes: int = 256 << 20) -> None:
         self.folder = shm.private_folder(folder or shm.default_folder(), create=True)
         swept = shm.sweep(self.folder)
         if swept:
@@ -35,6 +42,10 @@ class SharedMemoryHost:
         self.probe = shm.write_new(self.folder, "probe", self.token.encode())
         self._sent: dict[Hashable, dict[str, int]] = {}
         self._lock = threading.Lock()
+        self.spare_bytes = spare_bytes
+        self._spares: OrderedDict[str, int] = OrderedDict()  # allocated, not yet written: name -> size
+        self._spare_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="img2img-shm")
+        self._closed = False
 
     @property
     def offer(self) -> p.SharedMemoryOffer:
@@ -57,13 +68,35 @@ class SharedMemoryHost:
                 del sent[name]  # taken by the client
             if sum(sent.values()) + size > budget:
                 return image
-            try:
-                name = shm.write_new(self.folder, "s", image.data)
-            except OSError as exc:  # /dev/shm full: the socket still works
-                log.warning("could not write a segment (%s); sending over the socket", exc.strerror)
-                return image
+            spare = next((n for n, s in self._spares.items() if s == size), None)
+            if spare is not None:
+                del self._spares[spare]
+        try:
+            name = shm.write_new(self.folder, "s", image.data) if spare is None else shm.write_into(self.folder, spare, image.data)
+        except OSError as exc:  # /dev/shm full: the socket still works
+            log.warning("could not write a segment (%s); sending over the socket", exc.strerror)
+            return image
+        with self._lock:
             sent[name] = size
+            if not self._closed:
+                self._spare_pool.submit(self._make_spare, size)
         return replace(image, data=b"", segment=name, offset=0)
+
+    def _make_spare(self, size: int) -> None:
+        with self._lock:
+            if self._closed or size in self._spares.values() or size > self.spare_bytes:
+                return
+            while self._spares and sum(self._spares.values()) + size > self.spare_bytes:
+                _unlink(self.folder / self._spares.popitem(last=False)[0])
+        try:
+            name = shm.allocate(self.folder, "s", size)
+        except OSError:
+            return
+        with self._lock:
+            if self._closed:
+                _unlink(self.folder / name)
+            else:
+                self._spares[name] = size
 
     def discard(self, owner: Hashable, image: p.Image) -> None:
         """Remove the segment of an event that was not sent after all (a skipped preview)."""
@@ -83,8 +116,12 @@ class SharedMemoryHost:
 
     def close(self) -> None:
         with self._lock:
-            names = [n for sent in self._sent.values() for n in sent] + [self.probe]
+            self._closed = True
+        self._spare_pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            names = [n for sent in self._sent.values() for n in sent] + list(self._spares) + [self.probe]
             self._sent.clear()
+            self._spares.clear()
         for name in names:
             _unlink(self.folder / name)
 

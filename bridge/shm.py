@@ -179,6 +179,36 @@ def write_new(folder: Path, role: str, data: p.wire.Piece) -> str:
     return name
 
 
+def allocate(folder: Path, role: str, size: int) -> str:
+    """A new segment of ``size`` bytes with its pages reserved (zeroed), to be written later with ``write_into``."""
+    name = new_name(role)
+    fd = _create(folder, name)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:
+            os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        os.unlink(folder / name)
+        raise
+    os.close(fd)
+    return name
+
+
+def write_into(folder: Path, name: str, data: p.wire.Piece) -> str:
+    """Write ``data`` at the start of an existing segment of ours; returns its name."""
+    view = memoryview(data).cast("B")
+    fd = os.open(folder / name, os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], done)
+    finally:
+        os.close(fd)
+    return name
+
+
 def map_readonly(folder: Path, name: str, offset: int, size: int) -> memoryview:
     """Bytes ``offset`` to ``offset + size`` of a segment, mapped read-only (nothing copied)."""
     if offset < 0 or size < 0:
@@ -210,21 +240,18 @@ class _Upload:
     """A client's own segment, mapped for writing and reused while it fits."""
 
     def __init__(self, folder: Path, size: int) -> None:
-        self.name = new_name("c")
+        # pages reserved now: a full /dev/shm is an error here, not SIGBUS on a later write
+        self.name = allocate(folder, "c", size)
         self.path = folder / self.name
-        fd = _create(folder, self.name)
         try:
-            # reserve the pages now: a full /dev/shm is an error here, not SIGBUS on a later write
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, size)
-            else:
-                os.ftruncate(fd, size)
-            self.mapping = mmap.mmap(fd, size)
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            try:
+                self.mapping = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
         except BaseException:
-            os.close(fd)
             os.unlink(self.path)
             raise
-        os.close(fd)
         self.size = size
 
     def write(self, offset: int, data: p.wire.Piece) -> int:
