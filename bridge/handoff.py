@@ -33,7 +33,7 @@ class SharedMemoryHost:
     is written into pages that are ready.
     """
 
-    def __init__(self, folder: Path | None = None, spare_bytes: int = 256 << 20) -> None:
+    def __init__(self, folder: Path | None = None, spare_bytes: int = 128 << 20) -> None:
         self.folder = shm.private_folder(folder or shm.default_folder(), create=True)
         swept = shm.sweep(self.folder)
         if swept:

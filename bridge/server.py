@@ -496,7 +496,9 @@ class Bridge:
             raise
 
     async def _submit(self, conn: Connection, request: p.Generate) -> None:
-        request = self._attach(conn, request)
+        if request.image.segment is not None or (request.mask is not None and request.mask.segment is not None):
+            assert self.loop is not None  # mapping (and populating) a layer's pages stays off the event loop
+            request = await self.loop.run_in_executor(self._decoder, self._attach, conn, request)
         request.validate(self.config.limits)
         if request.job_id in conn.jobs:
             raise p.ProtocolError(
@@ -532,8 +534,6 @@ class Bridge:
 
     def _attach(self, conn: Connection, request: p.Generate) -> p.Generate:
         """``request`` with the pixels of the shared-memory segments it names; they stay the client's, read-only."""
-        if request.image.segment is None and (request.mask is None or request.mask.segment is None):
-            return request
         if self.handoff is None or not conn.shares_memory:
             raise p.ProtocolError(
                 p.ErrorCode.INVALID_FIELD,
