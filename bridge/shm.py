@@ -17,7 +17,6 @@ removes its files when it closes, the next start removes what a crash left.
 from __future__ import annotations
 
 import ipaddress
-import mmap
 import os
 import re
 import secrets
@@ -26,8 +25,15 @@ import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 
 from . import protocol as p
+
+_mmap: ModuleType | None
+try:  # an editor's embedded Python may lack it: then the socket carries the pixels
+    import mmap as _mmap
+except ImportError:  # pragma: no cover
+    _mmap = None
 
 #: who made a segment: ``c`` a client's upload, ``s`` a bridge's result or preview, ``probe`` a bridge's probe
 _NAME = re.compile(r"(c|s|probe)-([0-9]{1,10})-[0-9a-f]{16}\Z")
@@ -45,7 +51,7 @@ class ShmUnavailable(Exception):
 
 def supported() -> bool:
     """Whether this platform has what the hand-off needs (POSIX file modes, O_NOFOLLOW, mmap)."""
-    return os.name == "posix" and hasattr(os, "O_NOFOLLOW") and hasattr(os, "getuid")
+    return os.name == "posix" and hasattr(os, "O_NOFOLLOW") and hasattr(os, "getuid") and _mmap is not None
 
 
 def default_folder() -> Path:
@@ -217,8 +223,9 @@ def map_readonly(folder: Path, name: str, offset: int, size: int) -> memoryview:
     try:
         if total == 0:
             return memoryview(b"")
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mapping = mmap.mmap(fd, total, flags=flags, prot=mmap.PROT_READ)
+        assert _mmap is not None
+        flags = _mmap.MAP_SHARED | getattr(_mmap, "MAP_POPULATE", 0)
+        mapping = _mmap.mmap(fd, total, flags=flags, prot=_mmap.PROT_READ)
     finally:
         os.close(fd)
     return memoryview(mapping)[offset : offset + size]
@@ -246,7 +253,8 @@ class _Upload:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
             try:
-                self.mapping = mmap.mmap(fd, size)
+                assert _mmap is not None
+                self.mapping = _mmap.mmap(fd, size)
             finally:
                 os.close(fd)
         except BaseException:
