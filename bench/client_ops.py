@@ -66,7 +66,8 @@ class Clients:
         key = (url, variant)
         client = self._open.get(key)
         if client is None or not client.connected:
-            client = bridge_client.BridgeClient(url, name=f"bench-{variant}", timeout=30)
+            shared = client_patches.shares_memory(client_patches.parse_variant(variant))
+            client = bridge_client.BridgeClient(url, name=f"bench-{variant}", timeout=30, shared_memory=shared)
             client.connect()
             self._open[key] = client
         return client

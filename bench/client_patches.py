@@ -6,6 +6,8 @@ to whichever websockets and msgpack it runs with (pure-Python copies or not).
 - ``zero-mask``: a lower bound, not a proposal: frames masked with a zero key,
   which skips the XOR but breaks RFC 6455's rule that the key be unpredictable;
   it measures what masking still costs the pure-Python client.
+- ``socket``: the client declines the same-machine hand-off (``shared_memory=False``),
+  so the pixels travel through the websocket as they do to a remote bridge.
 
 The earlier prototypes (chunked mask, fragments, pieces, 1 MiB reads, the
 protocol's own decoder, releasing frames) shipped in commit 125bcd2; their
@@ -20,7 +22,9 @@ from typing import Any, Callable
 
 from bridge.editor.dependencies import websockets_frames
 
-PATCHES = ("zero-mask",)
+PATCHES = ("zero-mask", "socket")
+#: the variant that keeps pixels on the websocket
+SOCKET = "socket"
 
 
 class _ZeroKey:
@@ -52,6 +56,11 @@ def patched(names: tuple[str, ...] | list[str]) -> Iterator[None]:
             put(websockets_frames, "secrets", _ZeroKey)
             put(websockets_frames, "apply_mask", _skip_zero_mask(websockets_frames.apply_mask))
         yield
+
+
+def shares_memory(names: tuple[str, ...] | list[str]) -> bool:
+    """Whether a client made under these patches takes the same-machine hand-off."""
+    return SOCKET not in names
 
 
 def parse_variant(variant: str) -> tuple[str, ...]:

@@ -67,19 +67,21 @@ class Profile:
             vram_frames=3,
             transport_sides=(512, 4096),
             transport_rounds=1,
-            transport_variants=(SHIPPED,),
+            transport_variants=(SHIPPED, SOCKET),
             native_variants=(SHIPPED,),
             bare_stack=False,
-            memory_variants=(SHIPPED,),
+            memory_variants=(SHIPPED, SOCKET),
             encoding_sides=(512,),
         )
 
 
 SHIPPED = "shipped|shipped"
 #: the lower bound of what masking costs: not RFC 6455 (see client_patches)
-ZERO_MASK = "zero-mask|shipped"
-#: progress events throttled, for whole jobs (see server_patches)
-JOB_PROTOTYPE = "shipped|progress-throttle"
+ZERO_MASK = "socket+zero-mask|shipped"
+#: the pixels through the websocket, as to a remote bridge (the shipped client on the same machine hands them over in shared memory)
+SOCKET = "socket|shipped"
+#: progress events on every step, as before they were throttled (see server_patches)
+EVERY_PROGRESS = "shipped|progress-every-step"
 
 CPU = Profile(
     name="cpu",
@@ -94,10 +96,10 @@ CPU = Profile(
     job_rounds=15,
     transport_sides=(512, 2048, 4096),
     transport_rounds=7,
-    transport_variants=(SHIPPED, ZERO_MASK),
-    native_variants=(SHIPPED,),
+    transport_variants=(SHIPPED, SOCKET, ZERO_MASK),
+    native_variants=(SHIPPED, SOCKET),
     bare_stack=True,
-    memory_variants=(SHIPPED,),
+    memory_variants=(SHIPPED, SOCKET),
 )
 
 #: the issue's GPU goals: a quality job on SD 1.5 and a one-step live frame on sd-turbo, both 512²
@@ -123,10 +125,10 @@ GPU = Profile(
     # the transport is CPU work, measured in full by the CPU profile: here only a check on this machine
     transport_sides=(512, 4096),
     transport_rounds=3,
-    transport_variants=(SHIPPED,),
+    transport_variants=(SHIPPED, SOCKET),
     native_variants=(SHIPPED,),
     bare_stack=False,
-    memory_variants=(SHIPPED,),
+    memory_variants=(SHIPPED, SOCKET),
 )
 
 PROFILES = {"cpu": CPU, "gpu": GPU}

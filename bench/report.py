@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .inprocess import RAW_COMPILED
-from .profiles import SHIPPED, ZERO_MASK
+from .profiles import SHIPPED, SOCKET, ZERO_MASK
 from .timing import ratio
 
 MIB = 1 << 20
@@ -46,8 +46,10 @@ def _job_figures(model: dict[str, Any]) -> dict[str, float]:
         "engine_over_raw": ratio(engine, raw),
         "roundtrip_over_engine": ratio(trip, engine),
         "roundtrip_native_over_engine": ratio(_median(jobs, "roundtrip_native"), engine),
-        "roundtrip_throttled_ms": round(_median(jobs, "roundtrip_throttled"), 2),
-        "roundtrip_throttled_over_engine": ratio(_median(jobs, "roundtrip_throttled"), engine),
+        "roundtrip_socket_ms": round(_median(jobs, "roundtrip_socket"), 2),
+        "roundtrip_socket_over_engine": ratio(_median(jobs, "roundtrip_socket"), engine),
+        "roundtrip_every_progress_ms": round(_median(jobs, "roundtrip_every_progress"), 2),
+        "roundtrip_every_progress_over_engine": ratio(_median(jobs, "roundtrip_every_progress"), engine),
         "raw_alone_ms": round(_median(alone, "raw"), 2),
         "engine_alone_ms": round(_median(alone, "engine"), 2),
         "engine_over_raw_alone": ratio(_median(alone, "engine"), _median(alone, "raw")),
@@ -84,13 +86,15 @@ def _live_figures(model: dict[str, Any]) -> dict[str, Any]:
         "live_roundtrip_ms": round(trip, 2),
         "live_roundtrip_graphs_ms": round(graphs, 2),
         "live_roundtrip_native_ms": round(_median(lives, "roundtrip_native"), 2),
-        "live_roundtrip_throttled_ms": round(_median(lives, "roundtrip_throttled"), 2),
+        "live_roundtrip_socket_ms": round(_median(lives, "roundtrip_socket"), 2),
+        "live_roundtrip_every_progress_ms": round(_median(lives, "roundtrip_every_progress"), 2),
+        "live_roundtrip_socket_over_engine": ratio(_median(lives, "roundtrip_socket"), _median(lives, "engine")),
         "live_raw_over_roundtrip": ratio(raw, trip),
         "live_raw_over_roundtrip_graphs": ratio(raw, graphs),
         "live_roundtrip_over_engine": ratio(trip, _median(lives, "engine")),
         "live_roundtrip_graphs_over_engine_graphs": ratio(graphs, _median(lives, "engine_graphs")),
         "live_client_cpu_ms": round(_median(lives, "roundtrip", "cpu_ms"), 2),
-        "live_client_cpu_ms_throttled": round(_median(lives, "roundtrip_throttled", "cpu_ms"), 2),
+        "live_client_cpu_ms_socket": round(_median(lives, "roundtrip_socket", "cpu_ms"), 2),
         "live_first_preview_ms": round(_median(lives, "roundtrip", "first_preview_ms"), 2),
         "live_engine_first_preview_ms": round(_median(lives, "engine", "first_preview_ms"), 2),
     }
@@ -115,19 +119,21 @@ def _transport(transport: dict[str, Any], side: int, case: str, key: str = "wall
 
 
 def transport_figures(transport: dict[str, Any]) -> dict[str, float]:
-    shipped = f"pure {SHIPPED}"
-    figures = {
-        "transport_4096_ms": round(_transport(transport, 4096, shipped), 1),
-        "transport_4096_ms_zero_mask": round(_transport(transport, 4096, f"pure {ZERO_MASK}"), 1),
-        "transport_4096_native_ms": round(_transport(transport, 4096, f"native {SHIPPED}"), 1),
-        "client_cpu_ms_512": round(_transport(transport, 512, shipped, "cpu_ms"), 2),
-        "transport_512_ms": round(_transport(transport, 512, shipped), 2),
-    }
+    """Headline transport figures: the shipped client (shared memory on this machine) and, suffixed ``_socket``, the websocket."""
+    figures: dict[str, float] = {}
+    for suffix, variant in (("", SHIPPED), ("_socket", SOCKET)):
+        pure = f"pure {variant}"
+        figures[f"transport_4096{suffix}_ms"] = round(_transport(transport, 4096, pure), 1)
+        figures[f"transport_4096_native{suffix}_ms"] = round(_transport(transport, 4096, f"native {variant}"), 1)
+        figures[f"transport_512{suffix}_ms"] = round(_transport(transport, 512, pure), 2)
+        figures[f"client_cpu_ms_512{suffix}"] = round(_transport(transport, 512, pure, "cpu_ms"), 2)
+    figures["transport_4096_ms_zero_mask"] = round(_transport(transport, 4096, f"pure {ZERO_MASK}"), 1)
     memory = transport["memory"]
-    shipped_memory = memory["variants"].get(SHIPPED, {})
-    for end in ("client", "server"):
-        extra = shipped_memory.get(f"{end}_peak_extra_bytes")
-        figures[f"peak_{end}_4096_x"] = round(extra / memory["bytes"], 2) if extra is not None else float("nan")
+    for suffix, variant in (("", SHIPPED), ("_socket", SOCKET)):
+        found = memory["variants"].get(variant, {})
+        for end in ("client", "server"):
+            extra = found.get(f"{end}_peak_extra_bytes")
+            figures[f"peak_{end}_4096_x{suffix}"] = round(extra / memory["bytes"], 2) if extra is not None else float("nan")
     return figures
 
 
@@ -188,8 +194,9 @@ def _job_text(name: str, job: dict[str, Any], jobs: dict[str, Any], fig: dict[st
         f"  (b) engine in-process             {_fmt(fig['engine_ms'], ' ms')}   (min {_fmt(jobs['engine']['wall_ms']['min'])})",
         f"  (c) round trip, pure-Python client {_fmt(fig['roundtrip_ms'], ' ms')}   (min {_fmt(jobs['roundtrip']['wall_ms']['min'])})",
         f"      round trip, client with C speedups {_fmt(fig['roundtrip_native_ms'], ' ms')}",
-        f"      round trip, pure-Python client, progress throttled {_fmt(fig['roundtrip_throttled_ms'], ' ms')} "
-        f"(x{fig['roundtrip_throttled_over_engine']} of (b))",
+        f"      round trip, pure-Python client, over the socket {_fmt(fig['roundtrip_socket_ms'], ' ms')} "
+        f"(x{fig['roundtrip_socket_over_engine']} of (b)); progress every step {_fmt(fig['roundtrip_every_progress_ms'], ' ms')} "
+        f"(x{fig['roundtrip_every_progress_over_engine']})",
         f"  (c)/(a) {fig['roundtrip_over_raw']}   (b)/(a) {fig['engine_over_raw']}   (c)/(b) {fig['roundtrip_over_engine']}   "
         f"(fastest rounds: {fig['roundtrip_over_raw_min']}, {fig['engine_over_raw_min']}, {fig['roundtrip_over_engine_min']})",
         f"  (a) and (b) interleaved on their own: {_fmt(fig['raw_alone_ms'], ' ms')} and {_fmt(fig['engine_alone_ms'], ' ms')}, "
@@ -214,7 +221,9 @@ def _live_text(name: str, model: dict[str, Any], fig: dict[str, Any]) -> list[st
         f"  engine in-process {_fmt(fig['live_engine_ms'])}, with CUDA graphs {_fmt(fig['live_engine_graphs_ms'])}; "
         f"prototype, the whole frame in one CUDA graph (frame alone): {_fmt(fig['live_frame_graph_ms'])} {model['frame_graph']}",
         f"  round trip {_fmt(fig['live_roundtrip_ms'])}, with CUDA graphs {_fmt(fig['live_roundtrip_graphs_ms'])}, "
-        f"client with C speedups {_fmt(fig['live_roundtrip_native_ms'])}, progress throttled {_fmt(fig['live_roundtrip_throttled_ms'])}",
+        f"client with C speedups {_fmt(fig['live_roundtrip_native_ms'])}, over the socket {_fmt(fig['live_roundtrip_socket_ms'])} "
+        f"(x{fig['live_roundtrip_socket_over_engine']} of the engine, client CPU {_fmt(fig['live_client_cpu_ms_socket'], ' ms')}), "
+        f"progress every step {_fmt(fig['live_roundtrip_every_progress_ms'])}",
         f"  diffusers pipeline / round trip: x{fig['live_raw_over_roundtrip']}, with CUDA graphs x{fig['live_raw_over_roundtrip_graphs']}; "
         f"round trip / engine x{fig['live_roundtrip_over_engine']}; client CPU {_fmt(fig['live_client_cpu_ms'], ' ms')}; "
         f"first preview {_fmt(fig['live_first_preview_ms'], ' ms')}",

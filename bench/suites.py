@@ -17,7 +17,7 @@ from tests.memory import exhausted_memory
 from . import server_patches, timeline, timing
 from .clients import ClientProcess
 from .inprocess import RAW_COMPILED, InProcessEngine, RawPipeline, Sync, request_for, sample_rgba
-from .profiles import JOB_PROTOTYPE, SHIPPED, JobSettings, Profile
+from .profiles import EVERY_PROGRESS, SHIPPED, SOCKET, JobSettings, Profile
 from .transport import serving
 
 Case = Callable[[], dict[str, Any]]
@@ -78,7 +78,8 @@ def compare_job(
         "roundtrip": _round_trip(pure, url, job),
         "roundtrip_previews": _round_trip(pure, url, job_previews),
         "roundtrip_native": _round_trip(native, url, job),
-        "roundtrip_throttled": _round_trip(pure, url, job, JOB_PROTOTYPE),
+        "roundtrip_socket": _round_trip(pure, url, job, SOCKET),
+        "roundtrip_every_progress": _round_trip(pure, url, job, EVERY_PROGRESS),
     }
     jobs = interleaved(cases, rounds)
     return {"job": asdict(job), "alone_samples": _summaries(alone), "job_samples": _summaries(jobs)}
@@ -140,7 +141,8 @@ def compare_live(
 
     cases["roundtrip_graphs"] = roundtrip_graphs
     cases["roundtrip_native"] = _round_trip(native, url, live)
-    cases["roundtrip_throttled"] = _round_trip(pure, url, live, JOB_PROTOTYPE)
+    cases["roundtrip_socket"] = _round_trip(pure, url, live, SOCKET)
+    cases["roundtrip_every_progress"] = _round_trip(pure, url, live, EVERY_PROGRESS)
     return {"live": asdict(live), "prime_s": primed, "frame_graph": frame_info, "live_samples": _summaries(interleaved(cases, rounds))}
 
 

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-pickle", action="store_true", help="also load pickled .ckpt checkpoints (they can run code: only from sources you trust)"
     )
     serve.add_argument(
+        "--no-shared-memory",
+        dest="shared_memory",
+        action="store_false",
+        help="never hand pixels to clients on this machine through shared memory (the websocket carries them)",
+    )
+    serve.add_argument("--shm-folder", help="the private folder for shared-memory segments (default: /dev/shm/img2img-bridge-UID)")
+    serve.add_argument(
         "--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="where the model runs (default: %(default)s: a GPU if any)"
     )
     _token_arguments(serve, "require this token from every client (needed to bind beyond loopback)")
@@ -291,6 +298,8 @@ def _serve(args: argparse.Namespace) -> int:
         live_size=args.live_size,
         recipe=recipe,
         allow_pickle=args.allow_pickle,
+        shared_memory=args.shared_memory,
+        shm_folder=args.shm_folder,
     )
     web_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"ws://{web_host}:{args.port}{p.WS_PATH}"

@@ -14,8 +14,18 @@ from .editor import protocol as p
 from .editor.regions import Rect
 
 
+def _raw_view(data: p.wire.Piece, expected: int, name: str) -> np.ndarray:
+    """Raw pixels read in place (a shared-memory segment stays uncopied and read-only)."""
+    view = memoryview(data).cast("B")
+    if len(view) != expected:
+        p.decode_plain(view, p.Encoding.RAW, expected, name)  # raises its size_mismatch
+    return np.frombuffer(view, dtype=np.uint8)
+
+
 def decode_rgba(image: p.Image) -> np.ndarray:
     """An ``Image`` as an H×W×4 uint8 array; raises ProtocolError for bad data."""
+    if image.encoding is p.Encoding.RAW:
+        return _raw_view(image.data, image.width * image.height * 4, "image").reshape(image.height, image.width, 4)
     if image.encoding in p.BASIC_ENCODINGS:
         data = image.raw_rgba()
         return np.frombuffer(data, dtype=np.uint8).reshape(image.height, image.width, 4)
@@ -40,6 +50,8 @@ def decode_rgba(image: p.Image) -> np.ndarray:
 def decode_mask(mask: p.Mask) -> np.ndarray:
     if mask.encoding not in p.BASIC_ENCODINGS:
         raise p.ProtocolError(p.ErrorCode.UNSUPPORTED_ENCODING, "mask must be raw or zlib", field="mask.encoding")
+    if mask.encoding is p.Encoding.RAW:
+        return _raw_view(mask.data, mask.width * mask.height, "mask").reshape(mask.height, mask.width)
     return np.frombuffer(mask.raw_gray(), dtype=np.uint8).reshape(mask.height, mask.width)
 
 

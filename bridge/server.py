@@ -12,7 +12,6 @@ import concurrent.futures
 import contextlib
 import functools
 import hmac
-import ipaddress
 import itertools
 import logging
 import re
@@ -20,6 +19,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -27,6 +27,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from . import __version__
 from .bounds import ByteBudget, ServerBounds, input_bytes
 from .editor import protocol as p
+from .editor.shm import ShmUnavailable
+from .editor.shm import loopback as is_loopback
+from .handoff import SharedMemoryHost
 from .jobs import Job, JobQueue, JobState
 from .models import TINY_MODEL_NAME, LoadedModel, LoadPlan, ModelError, ModelSpec, load_planned, plan, resolve, with_recipe
 from .recipes import Overrides
@@ -61,15 +64,9 @@ class ServerConfig:
     recipe: Overrides = field(default_factory=Overrides)
     #: load pickled ``.ckpt`` checkpoints (they can run code)
     allow_pickle: bool = False
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    #: offer loopback clients the same-machine hand-off of pixels (bridge.editor.shm), in ``shm_folder`` (default: per user)
+    shared_memory: bool = True
+    shm_folder: str | None = None
 
 
 class Connection:
@@ -94,6 +91,8 @@ class Connection:
         self.since = time.time()
         self.jobs_ended = 0
         self.encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS
+        #: the welcome offered this client the shared-memory hand-off
+        self.shares_memory = False
         self.jobs: dict[str, Job] = {}
         self.outbox_bytes = outbox_bytes
         self._outbox: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue()
@@ -106,11 +105,11 @@ class Connection:
         """Queue a message (event-loop thread)."""
         self.send_frame(p.encode(message))
 
-    def send_frame(self, frame: bytes, droppable: bool = False) -> None:
-        """Queue a frame; a droppable one (a preview) is skipped whenever anything is still waiting."""
-        if self.closed:
-            return
-        if droppable and self._pending:
+    def send_frame(self, frame: bytes, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
+        """Queue a frame; a droppable one (a preview) is skipped whenever anything is still waiting (then ``on_drop`` runs)."""
+        if self.closed or (droppable and self._pending):
+            if on_drop is not None:
+                on_drop()
             return
         if self._pending + len(frame) > self.outbox_bytes:
             self.drop(f"the client did not read its events: {self._pending >> 20} MiB were waiting (at most {self.outbox_bytes >> 20} MiB)")
@@ -124,12 +123,12 @@ class Connection:
         """Frames queued for this client and not yet written (read from other threads as a hint)."""
         return self._outbox.qsize()
 
-    def send_threadsafe(self, message: p.Message, droppable: bool = False) -> None:
+    def send_threadsafe(self, message: p.Message, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
         """Queue a message from the GPU or preview threads; encoding happens on the calling thread."""
-        self.send_frame_threadsafe(p.encode(message), droppable)
+        self.send_frame_threadsafe(p.encode(message), droppable, on_drop)
 
-    def send_frame_threadsafe(self, frame: bytes, droppable: bool = False) -> None:
-        self.loop.call_soon_threadsafe(self.send_frame, frame, droppable)
+    def send_frame_threadsafe(self, frame: bytes, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
+        self.loop.call_soon_threadsafe(self.send_frame, frame, droppable, on_drop)
 
     async def pump(self) -> None:
         while True:
@@ -171,15 +170,26 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: str, transport: a
             transport.abort()
 
 
-class _JobHooks:
-    """Engine hooks for one job: progress, previews encoded on the preview pool, cancellation."""
+#: progress events at most this often (a variation's last step always goes): each one wakes the loop and the client
+PROGRESS_INTERVAL_S = 0.05
 
-    def __init__(self, job: Job, conn: Connection, previews: concurrent.futures.Executor) -> None:
+
+class _JobHooks:
+    """Engine hooks for one job: progress (throttled), previews encoded on the preview pool, cancellation.
+
+    ``handoff`` (when the job's client takes shared memory) moves previews' pixels into segments.
+    """
+
+    def __init__(self, job: Job, conn: Connection, previews: concurrent.futures.Executor, handoff: SharedMemoryHost | None = None) -> None:
         self.job = job
         self.conn = conn
         self.pool = previews
+        self.handoff = handoff
         self._busy: concurrent.futures.Future[None] | None = None
         self._lock = threading.Lock()
+        #: raised by ``seal``: a preview rendered for an earlier epoch is not sent
+        self._epoch = 0
+        self._progress_sent = float("-inf")
         self.steps_run = 0
 
     def cancelled(self) -> bool:
@@ -188,6 +198,10 @@ class _JobHooks:
     def progress(self, index: int, step: int, steps: int) -> None:
         self.steps_run += 1
         self.job.progress = (index, step, steps)
+        now = time.monotonic()
+        if step < steps and now - self._progress_sent < PROGRESS_INTERVAL_S:
+            return
+        self._progress_sent = now
         self.conn.send_threadsafe(p.Progress(job_id=self.job.job_id, index=index, step=step, steps=steps))
 
     def preview(self, frame: Any) -> None:
@@ -196,9 +210,9 @@ class _JobHooks:
         with self._lock:
             if (self._busy is not None and not self._busy.done()) or self.conn.backlog > 1:
                 return
-            self._busy = self.pool.submit(self._send_preview, frame)
+            self._busy = self.pool.submit(self._send_preview, frame, self._epoch)
 
-    def _send_preview(self, frame: Any) -> None:
+    def _send_preview(self, frame: Any, epoch: int) -> None:
         from .engine import render_preview
 
         try:
@@ -207,27 +221,33 @@ class _JobHooks:
             log.exception("preview for job %s failed", self.job.job_id)
             return
         region = frame.region
-        self.conn.send_threadsafe(
-            droppable=True,
-            message=p.Preview(
-                job_id=self.job.job_id,
-                index=frame.index,
-                step=frame.step,
-                steps=frame.steps,
-                image=image,
-                x=region.x,
-                y=region.y,
-                width=region.width,
-                height=region.height,
-            ),
-        )
-
-    def flush(self) -> None:
-        """Wait for the preview in flight, so that no preview arrives after its result."""
         with self._lock:
-            busy = self._busy
-        if busy is not None:
-            busy.result()
+            if epoch != self._epoch:
+                return  # its variation's result has gone out: a late preview is dropped, never sent after it
+            handoff = self.handoff
+            if handoff is not None:
+                image = handoff.hand_over(self.conn, image, self.conn.outbox_bytes)
+            self.conn.send_threadsafe(
+                droppable=True,
+                message=p.Preview(
+                    job_id=self.job.job_id,
+                    index=frame.index,
+                    step=frame.step,
+                    steps=frame.steps,
+                    image=image,
+                    x=region.x,
+                    y=region.y,
+                    width=region.width,
+                    height=region.height,
+                ),
+                on_drop=None if handoff is None else functools.partial(handoff.discard, self.conn, image),
+            )
+
+    def seal(self) -> None:
+        """A result (or the job's end) goes out next: a preview still being rendered is dropped, not waited for."""
+        with self._lock:
+            self._epoch += 1
+            self._busy = None
 
 
 class Bridge:
@@ -257,11 +277,19 @@ class Bridge:
         #: the last jobs that ended, the last results' thumbnails, live frame rates
         self.board = StatusBoard()
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: the same-machine hand-off, once started (None: off, or not possible here)
+        self.handoff: SharedMemoryHost | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.config.shared_memory:
+            folder = Path(self.config.shm_folder) if self.config.shm_folder else None
+            try:
+                self.handoff = SharedMemoryHost(folder)
+            except ShmUnavailable as exc:
+                log.warning("no shared-memory hand-off (pixels go over the socket): %s", exc.reason)
         self._worker = asyncio.create_task(self._work())
         if self.config.model:
             self.request_model(self.config.model)
@@ -279,6 +307,8 @@ class Bridge:
         self._gpu.shutdown(wait=True, cancel_futures=True)
         self._previews.shutdown(wait=True, cancel_futures=True)
         self._decoder.shutdown(wait=True, cancel_futures=True)
+        if self.handoff is not None:
+            self.handoff.close()
 
     # --- models ---------------------------------------------------------------------------
 
@@ -467,6 +497,9 @@ class Bridge:
             raise
 
     async def _submit(self, conn: Connection, request: p.Generate) -> None:
+        if request.image.segment is not None or (request.mask is not None and request.mask.segment is not None):
+            assert self.loop is not None  # mapping (and populating) a layer's pages stays off the event loop
+            request = await self.loop.run_in_executor(self._decoder, self._attach, conn, request)
         request.validate(self.config.limits)
         if request.job_id in conn.jobs:
             raise p.ProtocolError(
@@ -499,6 +532,16 @@ class Bridge:
         if replaced is not None:
             self._end(replaced, conn, p.encode(p.Cancelled(job_id=replaced.job_id)))
         conn.send(p.Queued(job_id=request.job_id, position=position))
+
+    def _attach(self, conn: Connection, request: p.Generate) -> p.Generate:
+        """``request`` with the pixels of the shared-memory segments it names; they stay the client's, read-only."""
+        if self.handoff is None or not conn.shares_memory:
+            raise p.ProtocolError(
+                p.ErrorCode.INVALID_FIELD,
+                "this bridge did not offer shared memory to this connection: send the pixels in image.data",
+                field="image.segment",
+            )
+        return self.handoff.attach(request)
 
     def _end(self, job: Job, conn: Connection, frame: bytes | None) -> None:
         """Send a job's one terminal event (already encoded) and free what it held (event-loop thread)."""
@@ -539,6 +582,8 @@ class Bridge:
         self.connections.discard(conn)
         self.board.forget(conn.id)
         conn.stop()
+        if self.handoff is not None:
+            self.handoff.forget(conn)
         waiting = self.queue.remove_owner(conn)
         for job in list(conn.jobs.values()):
             job.cancel_event.set()
@@ -576,7 +621,8 @@ class Bridge:
             job.outcome = "error"
             message = f"no model is loaded: {self.model_state.message}"
             return p.encode(p.Error(code=p.ErrorCode.NO_MODEL, message=message, job_id=job.job_id))
-        hooks = _JobHooks(job, conn, self._previews)
+        handoff = self.handoff if request.shm and conn.shares_memory else None
+        hooks = _JobHooks(job, conn, self._previews, handoff)
         outcome = "done"
         last: bytes | None = None
         try:
@@ -584,11 +630,13 @@ class Bridge:
             steps, guidance, strength = engine.settings(request)
             job.settings = (steps, guidance, strength)
             for generated in engine.run(request, hooks, prepared):
-                hooks.flush()
+                hooks.seal()
                 if last is not None:
                     conn.send_frame_threadsafe(last)
                 encoding = request.result_encoding if request.result_encoding is not p.Encoding.JPEG else p.Encoding.PNG
                 image = encode_rgba(generated.pixels, encoding)
+                if handoff is not None:
+                    image = handoff.hand_over(conn, image, conn.outbox_bytes)
                 last = p.encode(
                     p.Result(
                         job_id=job.job_id,
@@ -612,7 +660,7 @@ class Bridge:
             return last
         except JobCancelled:
             outcome = "cancelled"
-            hooks.flush()
+            hooks.seal()
             return p.encode(p.Cancelled(job_id=job.job_id))
         except p.ProtocolError as exc:
             outcome = "error"
@@ -841,9 +889,11 @@ def _greet(bridge: Bridge, conn: Connection, hello: p.Hello) -> bool:
         "".join(c if c.isprintable() else "?" for c in hello.client[: bridge.bounds.max_name_chars + 1]), bridge.bounds.max_name_chars
     )
     conn.encodings = hello.encodings
+    conn.shares_memory = hello.shm and bridge.handoff is not None and is_loopback(conn.peer)
     bridge.connections.add(conn)
     log.info("client %r #%d connected from %s", conn.name, conn.id, conn.peer)
-    conn.send(bridge.welcome())
+    offer = bridge.handoff.offer if conn.shares_memory and bridge.handoff is not None else None
+    conn.send(replace(bridge.welcome(), shm=offer))
     return True
 
 

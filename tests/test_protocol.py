@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -455,3 +456,18 @@ def test_zlib_is_inflated_only_up_to_the_stated_size() -> None:
     with pytest.raises(p.ProtocolError) as caught:
         p.decode_plain(zlib.compress(bytes(64))[:-5], p.Encoding.ZLIB, 64, "image")
     assert caught.value.code is p.ErrorCode.INVALID_FIELD
+
+
+def test_the_shared_memory_fields_round_trip_and_stay_off_the_wire_unless_used() -> None:
+    offer = p.SharedMemoryOffer(folder="/dev/shm/img2img-bridge-1000", probe="probe-12-0123456789abcdef", token="ab" * 16)
+    welcome = replace(SAMPLES["welcome"], shm=offer)  # type: ignore[type-var]
+    assert p.decode_server_message(p.encode(welcome)) == welcome
+    hello = p.Hello(client="gimp", shm=True)
+    assert p.decode_client_message(p.encode(hello)) == hello
+    moved = p.Image(2, 2, b"", segment="c-12-0123456789abcdef", offset=16)
+    request = replace(SAMPLES["generate"], image=moved, mask=None, shm=True)  # type: ignore[type-var]
+    assert p.decode_client_message(p.encode(request)) == request
+    # a peer that does not use the hand-off sends exactly what it sent before it existed
+    for plain in (p.Hello(client="gimp"), SAMPLES["generate"], SAMPLES["welcome"]):
+        wire = msgpack.unpackb(p.encode(plain), raw=False)
+        assert not {"shm", "segment", "offset"} & (set(wire) | set(wire.get("image", {})))

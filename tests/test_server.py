@@ -24,7 +24,7 @@ from websockets.sync.client import connect as ws_connect
 
 from bridge.editor import protocol as p
 from bridge.editor.client import BridgeClient, ClientError, Disconnected, new_job_id
-from bridge.jobs import JobState
+from bridge.jobs import Job, JobState
 from bridge.models import ModelSpec
 from bridge.server import ServerConfig
 from tests.bridge_server import RunningBridge, free_port, running_bridge
@@ -192,7 +192,61 @@ def test_previews_arrive_before_the_result(connect: Connect) -> None:
         assert (preview.x, preview.y, preview.width, preview.height) == (0, 0, 128, 96)
         assert len(preview.image.raw_rgba()) == preview.image.width * preview.image.height * 4
     progress = [e.step for e in events.seen if isinstance(e, p.Progress)]
-    assert progress == list(range(1, 9))
+    # throttled: the first step and the last always, steps in order, none twice
+    assert progress[0] == 1 and progress[-1] == 8 and progress == sorted(set(progress))
+
+
+def test_progress_is_throttled_and_the_last_step_always_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge import server
+
+    sent: list[p.Message] = []
+
+    class Conn:
+        def send_threadsafe(self, message: p.Message, droppable: bool = False) -> None:
+            sent.append(message)
+
+    clock = [100.0]
+    monkeypatch.setattr(server.time, "monotonic", lambda: clock[0])
+    hooks = server._JobHooks(Job(request=request(photo(8, 8)), owner=None), Conn(), None)  # type: ignore[arg-type]
+    for step in range(1, 11):
+        hooks.progress(0, step, 10)
+        clock[0] += server.PROGRESS_INTERVAL_S / 4
+    assert [m.step for m in sent if isinstance(m, p.Progress)] == [1, 5, 9, 10]
+    assert hooks.steps_run == 10
+
+
+def test_a_preview_being_rendered_never_delays_the_result(bridge: RunningBridge, connect: Connect, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge import engine
+
+    result_seen, rendering = threading.Event(), threading.Event()
+    finished: list[bool] = []
+    render = engine.render_preview
+
+    def slow_render(frame: Any, settings: p.PreviewSettings) -> p.Image:
+        rendering.set()
+        finished.append(result_seen.wait(TIMEOUT))  # held until the client has its result
+        return render(frame, settings)
+
+    monkeypatch.setattr(engine, "render_preview", slow_render)
+    events = Events()
+    client = connect()
+    job = request(photo(64, 64), steps=4, strength=1.0, preview=p.PreviewSettings(every=1, max_size=32))
+
+    def on_event(event: p.Message | Disconnected) -> None:
+        if isinstance(event, p.Result):
+            result_seen.set()
+        events(event)
+
+    client.generate(job, on_event)
+    events.wait(p.Result)
+    assert rendering.is_set()
+    # one more job on the connection: nothing of the first may arrive after its result
+    client.run(request(photo(16, 16), steps=1, strength=1.0, preview=p.PreviewSettings(every=0)), timeout=TIMEOUT)
+    while not events.queue.empty():
+        events.seen.append(events.queue.get())
+    kinds = [type(e) for e in events.seen]
+    assert kinds[-1] is p.Result and kinds.count(p.Result) == 1
+    assert finished and all(finished)  # the preview was released by the result, not the other way round
 
 
 def test_jpeg_previews_and_zlib_results_for_remote_clients(connect: Connect) -> None:

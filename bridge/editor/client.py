@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from . import protocol as p
-from . import wire
+from . import shm, wire
 from .dependencies import VENDORED, websockets_client, websockets_exceptions, websockets_frames
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ class BridgeClient:
         encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS,
         timeout: float = 10.0,
         keepalive: float | None = 10.0,
+        shared_memory: bool = True,
     ) -> None:
         self.url = normalize_url(url)
         self.token = token
@@ -191,6 +192,11 @@ class BridgeClient:
         self.timeout = timeout
         #: seconds between pings; a bridge that has not answered one within twice as long is given up on
         self.keepalive = keepalive
+        #: take the bridge's same-machine hand-off (bridge.editor.shm) when it offers one
+        self.shared_memory = shared_memory
+        #: why an offered hand-off could not be used (the socket carries the pixels then)
+        self.shm_refused: str | None = None
+        self._handoff: shm.ClientHandoff | None = None
         self.welcome: p.Welcome | None = None
         self._on_event = on_event
         self._ws: ClientConnection | None = None
@@ -237,7 +243,7 @@ class BridgeClient:
                 p.ErrorCode.CONNECTION, f"could not reach the bridge at {shown_url(self.url)} ({self._redact(exc)}); {START_HINT}"
             ) from exc
         try:
-            ws.send(p.encode(p.Hello(client=self.name, encodings=self.encodings)))
+            ws.send(p.encode(p.Hello(client=self.name, encodings=self.encodings, shm=self._may_share_memory())))
             reply = p.decode_server_message(ws.recv(timeout=self.timeout))
         except Exception as exc:
             ws.close()
@@ -251,6 +257,12 @@ class BridgeClient:
             ws.close()
             raise ClientError(p.ErrorCode.BAD_MESSAGE, f"the bridge answered the handshake with {reply.TYPE!r}")
         self.welcome = reply
+        self._handoff, self.shm_refused = None, None
+        if reply.shm is not None:
+            try:
+                self._handoff = shm.ClientHandoff.open(reply.shm, max_bytes=2 * reply.limits.max_message_bytes)
+            except shm.ShmUnavailable as exc:
+                self.shm_refused = exc.reason
         if hasattr(ws, "recv_bufsize"):
             ws.recv_bufsize = RECV_BUFFER_BYTES
         self._ws = ws
@@ -258,6 +270,15 @@ class BridgeClient:
         self._reader = threading.Thread(target=self._read_loop, name="img2img-bridge-reader", daemon=True)
         self._reader.start()
         return reply
+
+    def _may_share_memory(self) -> bool:
+        host = urlsplit(self.url).hostname or ""
+        return self.shared_memory and shm.supported() and shm.loopback(host)
+
+    @property
+    def shares_memory(self) -> bool:
+        """Whether this connection hands pixels over through shared memory."""
+        return self._handoff is not None
 
     def _redact(self, exc: Exception) -> str:
         """An exception's text without the URL's token or ``token``: a message must never echo a secret."""
@@ -277,6 +298,9 @@ class BridgeClient:
         reader = self._reader
         if reader is not None and reader is not threading.current_thread():
             reader.join(timeout=5)
+        handoff, self._handoff = self._handoff, None
+        if handoff is not None:
+            handoff.close()
 
     def __enter__(self) -> BridgeClient:
         if self._ws is None:
@@ -293,11 +317,14 @@ class BridgeClient:
         if on_event is not None:
             with self._lock:
                 self._jobs[request.job_id] = on_event
+        handoff = self._handoff
         try:
-            self._send(request)
+            self._send(request if handoff is None else handoff.outgoing(request))
         except ClientError:
             with self._lock:
                 self._jobs.pop(request.job_id, None)
+            if handoff is not None:
+                handoff.release(request.job_id)
             raise
         return request.job_id
 
@@ -378,6 +405,12 @@ class BridgeClient:
                 except Exception as exc:  # an unreadable frame must not end the connection
                     event = p.Error(code=p.ErrorCode.BAD_MESSAGE, message=f"unreadable message from the bridge: {exc}")
                 del frame  # a layer-sized frame must not stay alive until the next message
+                handoff = self._handoff
+                if handoff is not None:
+                    handed = handoff.incoming(event)
+                    if handed is None:
+                        continue
+                    event = handed
                 self._dispatch(event)
                 del event
         except Exception as exc:
@@ -385,6 +418,9 @@ class BridgeClient:
                 reason = self._lost(exc)
         finally:
             self._ws = None
+            handoff, self._handoff = self._handoff, None
+            if handoff is not None:
+                handoff.close()
             if not self._closing:
                 self._dispatch(Disconnected(reason=reason))
             else:

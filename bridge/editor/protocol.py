@@ -90,21 +90,31 @@ class ProtocolError(Exception):
 _W = TypeVar("_W", bound="_Wire")
 
 
-def _wire(default: Any = MISSING, *, missing: Any = MISSING, required: bool = False, unknown: Any = None) -> Any:
+def _wire(
+    default: Any = MISSING, *, missing: Any = MISSING, required: bool = False, unknown: Any = None, sparse: bool = False
+) -> Any:
     """A field whose wire form differs from its Python default.
 
     ``missing``: the value when the field is absent on the wire (the class itself has no default);
     ``required``: absent on the wire is an error although the class has a default;
-    ``unknown``: an enum value this side does not know decodes as this member.
+    ``unknown``: an enum value this side does not know decodes as this member;
+    ``sparse``: left off the wire while it holds its default, so that peers that do not use it send what they
+    sent before it existed.
     """
-    return field(default=default, metadata={"missing": missing, "required": required, "unknown": unknown})
+    meta = {"missing": missing, "required": required, "unknown": unknown, "sparse": sparse}
+    return field(default=default, metadata=meta)
 
 
 class _Wire:
     """``to_wire`` and ``from_wire`` for a dataclass, read off its fields and their types."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {f.name: _encode(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        out: dict[str, Any] = {}
+        for spec in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, spec.name)
+            if not (spec.metadata.get("sparse") and value == spec.default):
+                out[spec.name] = _encode(value)
+        return out
 
     @classmethod
     def from_wire(cls: type[_W], raw: Any, name: str | None = None) -> _W:
@@ -302,6 +312,9 @@ class _Raster(_Wire):
     height: int
     data: wire.Piece  # bytes when received; the sender may hand over a view of its own pixels
     encoding: Encoding = Encoding.RAW
+    # same-machine hand-off (bridge.editor.shm): the raw pixels are bytes offset.. of this segment, and data is empty
+    segment: str | None = _wire(None, sparse=True)
+    offset: int = _wire(0, sparse=True)
 
 
 @dataclass(frozen=True)
@@ -438,6 +451,19 @@ class ModelState(_Wire):
     download_size: int | None = None  # bytes to download in all, when known
 
 
+@dataclass(frozen=True)
+class SharedMemoryOffer(_Wire):
+    """The bridge's same-machine hand-off (bridge.editor.shm), offered in the welcome to loopback clients that ask.
+
+    ``folder`` is the bridge's private segment folder; the file ``probe`` in it holds ``token``: a client that
+    reads it there shares the bridge's machine and user, and may name segments of that folder in its images.
+    """
+
+    folder: str
+    probe: str
+    token: str
+
+
 # --- messages --------------------------------------------------------------------------------
 
 
@@ -456,6 +482,8 @@ class Hello(Message):
     client: str
     protocol: int = _wire(PROTOCOL_VERSION, required=True)
     encodings: tuple[Encoding, ...] = BASIC_ENCODINGS
+    #: the client can take the same-machine hand-off (bridge.editor.shm) if the bridge offers it
+    shm: bool = _wire(False, sparse=True)
 
 
 @dataclass(frozen=True)
@@ -479,6 +507,8 @@ class Generate(Message):
     live: bool = False
     # match the regenerated region's colours to the kept pixels around it (bridge.seams); None: on when masked
     match_seams: bool | None = None
+    #: raw results and previews come back through shared-memory segments (only after the welcome offered them)
+    shm: bool = _wire(False, sparse=True)
 
     @property
     def matches_seams(self) -> bool:
@@ -575,6 +605,7 @@ class Welcome(Message):
     limits: Limits
     models: tuple[ModelInfo, ...]
     encodings: tuple[Encoding, ...] = _wire(missing=BASIC_ENCODINGS)
+    shm: SharedMemoryOffer | None = _wire(None, sparse=True)
 
 
 @dataclass(frozen=True)
