@@ -178,7 +178,7 @@ class _JobHooks:
         self.job = job
         self.conn = conn
         self.pool = previews
-        self._busy: concurrent.futures.Future[None] | None = None
+        self._busy: dict[int, concurrent.futures.Future[None]] = {}  # per variation: a batch previews each of them
         self._lock = threading.Lock()
         self.steps_run = 0
 
@@ -190,12 +190,13 @@ class _JobHooks:
         self.conn.send_threadsafe(p.Progress(job_id=self.job.job_id, index=index, step=step, steps=steps))
 
     def preview(self, frame: Any) -> None:
-        # a preview still being encoded, or frames still waiting for the socket, mean the client is behind:
-        # skip this preview rather than queue it
+        # a preview of this variation still being encoded, or frames still waiting for the socket (beyond one
+        # per variation of a batch), mean the client is behind: skip this preview rather than queue it
         with self._lock:
-            if (self._busy is not None and not self._busy.done()) or self.conn.backlog > 1:
+            busy = self._busy.get(frame.index)
+            if (busy is not None and not busy.done()) or self.conn.backlog > max(1, len(self._busy)):
                 return
-            self._busy = self.pool.submit(self._send_preview, frame)
+            self._busy[frame.index] = self.pool.submit(self._send_preview, frame)
 
     def _send_preview(self, frame: Any) -> None:
         from .engine import render_preview
@@ -224,9 +225,9 @@ class _JobHooks:
     def flush(self) -> None:
         """Wait for the preview in flight, so that no preview arrives after its result."""
         with self._lock:
-            busy = self._busy
-        if busy is not None:
-            busy.result()
+            busy = list(self._busy.values())
+        for future in busy:
+            future.result()
 
 
 class Bridge:
