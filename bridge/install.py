@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PLUGIN_NAME = "img2img_bridge"
-CLIENT_MODULES = ("__init__.py", "protocol.py", "wire.py", "client.py", "regions.py", "presets.py")
+CLIENT_MODULES = ("__init__.py", "protocol.py", "wire.py", "client.py", "regions.py", "presets.py", "history.py")
 VENDORED_PACKAGES = ("websockets", "msgpack")
 
 

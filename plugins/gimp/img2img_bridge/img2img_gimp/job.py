@@ -8,12 +8,14 @@ on, as one undoable step. Every method runs on the editor's main thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 from bridge import protocol as p
 from bridge.client import ClientError, Disconnected, describe_loading, loading_fraction
+from bridge.history import result_settings, variation_group_name
 from bridge.regions import Rect, crop
 
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
@@ -36,6 +38,17 @@ class JobState(Enum):
 ENDED = frozenset({JobState.FINISHED, JobState.FAILED, JobState.CANCELLED})
 
 
+@dataclass(frozen=True)
+class ResultLayer:
+    """One variation to add: ``rgba`` for ``rect`` (image coordinates), written where ``mask`` is not 0."""
+
+    rect: Rect
+    rgba: bytes
+    mask: bytes | None  # one byte a pixel of ``rect``; None: the whole rectangle changes
+    name: str
+    settings: str  # ``ResultSettings.to_text()``, attached to the layer
+
+
 class Canvas(Protocol):
     """What a job does to the image; rectangles are in image coordinates, pixels RGBA u8."""
 
@@ -49,10 +62,10 @@ class Canvas(Protocol):
 
     def remove_preview(self) -> None: ...
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
-        """Show the source replaced by the result as one undoable step; ``rgba`` goes where ``mask`` is not 0.
+    def add_results(self, results: Sequence[ResultLayer], group: str | None) -> None:
+        """Show the source replaced by the first result, all in one undoable step.
 
-        ``mask`` (one byte a pixel of ``rect``) is None when the whole rectangle changes.
+        With ``group`` the results go into a new layer group of that name, the first visible and the others hidden.
         """
         ...
 
@@ -88,7 +101,9 @@ class ImageJob:
         self.on_end = on_end
         self.state = JobState.READY
         self.error: str | None = None
-        self.seed: int | None = None
+        self.seed: int | None = None  # the first variation's
+        self.seeds: list[int] = []
+        self.model = ""  # the model that ran it, as the bridge named it
         # the steps, guidance and strength the last result ran with, as the bridge reported them
         self.used: tuple[int | None, float | None, float | None] = (None, None, None)
         self.result_rect: Rect | None = None
@@ -96,6 +111,7 @@ class ImageJob:
         self._wanted_model: str | None = None
         self._frozen = False
         self._preview_shown = False
+        self._arrived: list[ResultLayer] = []
 
     @property
     def ended(self) -> bool:
@@ -117,6 +133,7 @@ class ImageJob:
             return
         current = welcome.model
         wanted = model or None
+        self.model = model or current.name or ""
         if wanted is not None and not (current.name == wanted and current.status is p.ModelStatus.READY):
             self._wanted_model = wanted
             self.state = JobState.LOADING_MODEL
@@ -218,19 +235,26 @@ class ImageJob:
             return
         mask = None if self.source.mask is None else crop(self.source.mask, self.source.rect.width, area, 1)
         rect = area.translate(self.source.rect.x, self.source.rect.y)
+        settings = result_settings(self.request, result, self.model).to_text()
+        self._arrived.append(ResultLayer(rect, rgba, mask, result_layer_name(self.request.prompt, result.seed), settings))
+        self.seeds.append(result.seed)
+        if self.seed is None:
+            self.seed, self.result_rect = result.seed, rect
+            self.used = (result.steps, result.guidance, result.strength)
+        if not result.last:
+            return  # the variations go in together: one undo step, never one held open across the network
         failure = self._clear_preview()
         if failure:
             self._fail(failure, cancel_remote=False)
             return
+        arrived, self._arrived = self._arrived, []
+        group = variation_group_name(self.request.prompt, len(arrived)) if len(arrived) > 1 else None
         try:
-            self.canvas.add_result(rect, rgba, result_layer_name(self.request.prompt, result.seed), mask)
+            self.canvas.add_results(arrived, group)
         except Exception as exc:
             self._fail(f"GIMP could not add the result layer: {exc}", cancel_remote=False)
             return
-        self.seed, self.result_rect = result.seed, rect
-        self.used = (result.steps, result.guidance, result.strength)
-        if result.last:
-            self._end(JobState.FINISHED)
+        self._end(JobState.FINISHED)
 
     # --- endings ------------------------------------------------------------------------------
 

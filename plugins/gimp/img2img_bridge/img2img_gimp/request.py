@@ -28,6 +28,7 @@ def build_request(settings: JobSettings, source: Source, job_id: str, recipe: p.
         steps=settings.steps,
         guidance=settings.guidance,
         seed=settings.seed,
+        count=settings.count,
         preview=p.PreviewSettings(every=preview_every(settings, recipe), max_size=PREVIEW_MAX_SIZE),
         match_seams=None if mask is None else settings.match_seams,
     )
