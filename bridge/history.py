@@ -87,17 +87,18 @@ class ResultSettings:
         return ", ".join(parts)
 
 
-def result_settings(request: p.Generate, result: p.Result, model: str) -> ResultSettings:
-    """The settings of ``result``: what the bridge says it ran with, else what the request asked for."""
-    return ResultSettings(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        strength=result.strength if result.strength is not None else request.strength,
-        steps=result.steps if result.steps is not None else request.steps,
-        guidance=result.guidance if result.guidance is not None else request.guidance,
-        seed=result.seed,
-        model=model,
-    )
+Numbers = tuple[float | None, int | None, float | None]  # strength, steps, guidance
+
+
+def result_settings(prompt: str, negative_prompt: str, seed: int, model: str, *, asked: Numbers, used: Numbers) -> ResultSettings:
+    """A result's settings: the strength, steps and guidance the bridge says it ``used``, else those ``asked`` for."""
+    strength, steps, guidance = (u if u is not None else a for u, a in zip(used, asked, strict=True))
+    return ResultSettings(prompt, negative_prompt, strength, steps, guidance, seed, model)  # type: ignore[arg-type]
+
+
+def used_by(result: p.Result) -> Numbers:
+    """The strength, steps and guidance a ``result`` reports (None from older bridges)."""
+    return result.strength, result.steps, result.guidance
 
 
 def variation_group_name(prompt: str, count: int) -> str:
@@ -184,3 +185,33 @@ class History:
             if not keep(entry.document):
                 del self._entries[key]
                 self._bytes -= entry.size
+
+
+def annotation_with(annotation: bytes, layer_id: str, settings: ResultSettings) -> bytes:
+    """A document annotation (JSON: layer id -> settings) with ``settings`` set for ``layer_id``.
+
+    Krita keeps no free-form metadata on layers, but saves a document's annotations with it.
+    """
+    try:
+        table = json.loads(annotation) if annotation else {}
+    except ValueError:
+        table = {}
+    if not isinstance(table, dict):
+        table = {}
+    table[layer_id] = json.loads(settings.to_text())
+    return json.dumps(table, separators=(",", ":")).encode()
+
+
+def settings_in_annotation(annotation: bytes, layer_id: str) -> ResultSettings | None:
+    """The settings :func:`annotation_with` stored for ``layer_id``; None when there are none."""
+    try:
+        table = json.loads(annotation) if annotation else {}
+    except ValueError:
+        return None
+    found = table.get(layer_id) if isinstance(table, dict) else None
+    if not isinstance(found, dict):
+        return None
+    try:
+        return ResultSettings.from_text(json.dumps(found))
+    except SettingsTextError:
+        return None

@@ -10,7 +10,10 @@ from bridge.history import (
     HistoryEntry,
     ResultSettings,
     SettingsTextError,
+    annotation_with,
     result_settings,
+    settings_in_annotation,
+    used_by,
     variation_group_name,
 )
 from bridge.regions import Rect
@@ -42,11 +45,14 @@ def test_text_that_is_not_settings_is_refused_with_a_reason(text: str, says: str
 
 
 def test_settings_say_what_the_bridge_used_before_what_was_asked() -> None:
-    request = p.Generate(job_id="j", image=p.Image(1, 1, bytes(4)), prompt="fox", negative_prompt="blur", strength=None, steps=8, seed=5)
+    asked = (None, 8, None)
     result = p.Result("j", 1, 2, p.Image(1, 1, bytes(4)), 0, 0, 6, steps=2, guidance=0.0, strength=0.5)
-    assert result_settings(request, result, "sd-turbo") == ResultSettings("fox", "blur", 0.5, 2, 0.0, 6, "sd-turbo")
+    ran = result_settings("fox", "blur", 6, "sd-turbo", asked=asked, used=used_by(result))
+    assert ran == ResultSettings("fox", "blur", 0.5, 2, 0.0, 6, "sd-turbo")
     old_bridge = p.Result("j", 0, 1, p.Image(1, 1, bytes(4)), 0, 0, 5)
-    assert result_settings(request, old_bridge, "m") == ResultSettings("fox", "blur", None, 8, None, 5, "m")
+    assert result_settings("fox", "blur", 5, "m", asked=asked, used=used_by(old_bridge)) == ResultSettings(
+        "fox", "blur", None, 8, None, 5, "m"
+    )
 
 
 def test_describe_is_one_line_for_a_tooltip() -> None:
@@ -99,3 +105,14 @@ def test_an_entry_again_replaces_itself_and_closed_documents_are_forgotten() -> 
     history.add(entry("gone", "b", 0))
     history.forget(lambda document: document != "gone")
     assert history.jobs("gone") == [] and len(history) == 1 and history.total_bytes == 36
+
+
+def test_a_document_annotation_holds_the_settings_of_each_layer() -> None:
+    other = ResultSettings("b", "", 0.3, None, None, 7, "m")
+    text = annotation_with(b"", "{layer-1}", SETTINGS)
+    text = annotation_with(text, "{layer-2}", other)
+    assert settings_in_annotation(text, "{layer-1}") == SETTINGS
+    assert settings_in_annotation(text, "{layer-2}") == other
+    assert settings_in_annotation(text, "{layer-3}") is None
+    assert settings_in_annotation(b"garbage", "{layer-1}") is None
+    assert settings_in_annotation(annotation_with(b"[1]", "x", other), "x") == other, "a foreign annotation is replaced"

@@ -45,6 +45,7 @@ def build_request(spec: JobSpec, rgba: bytes) -> p.Generate:
         steps=settings.live_steps if spec.live else settings.steps,
         guidance=settings.guidance,
         seed=settings.request_seed,
+        count=1 if spec.live else settings.count,
         # live results come fast and show in the docker; step previews would only slow them down
         preview=p.PreviewSettings(every=0 if spec.live else 1, max_size=PREVIEW_SIZE),
         live=spec.live,

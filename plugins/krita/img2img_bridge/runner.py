@@ -52,6 +52,10 @@ class JobQueued:
     position: int
 
 
+#: The longest side of the thumbnails previews and results carry for the docker's history strip.
+THUMBNAIL_SIDE = 96
+
+
 @dataclass(frozen=True)
 class JobProgress:
     """Denoising step ``step`` of the ``steps`` this job really runs (about the schedule × strength)."""
@@ -59,6 +63,7 @@ class JobProgress:
     job_id: str
     step: int
     steps: int
+    index: int = 0  # the variation
 
     @property
     def fraction(self) -> float:
@@ -72,6 +77,8 @@ class JobPreview:
     job_id: str
     rect: Rect
     pixels: bytes
+    index: int = 0  # the variation
+    thumbnail: tuple[bytes, int, int] | None = None  # RGBA 8-bit, at most THUMBNAIL_SIDE a side
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,13 @@ class JobResult:
     steps: int | None = None
     guidance: float | None = None
     strength: float | None = None
+    index: int = 0  # the variation ``index`` of ``count``; the job ends with the last
+    count: int = 1
+    thumbnail: tuple[bytes, int, int] | None = None  # ``view`` at most THUMBNAIL_SIDE a side, RGBA 8-bit
+
+    @property
+    def last(self) -> bool:
+        return self.index >= self.count - 1
 
 
 @dataclass(frozen=True)
@@ -303,7 +317,7 @@ class JobRunner:
         if isinstance(event, p.Queued):
             return JobQueued(job_id, event.position)
         if isinstance(event, p.Progress):
-            return JobProgress(job_id, event.step, event.steps)
+            return JobProgress(job_id, event.step, event.steps, event.index)
         if isinstance(event, p.Preview):
             return self._preview(job, event)
         if isinstance(event, p.Result):
@@ -318,10 +332,14 @@ class JobRunner:
         capture = job.spec.capture
         rect = Rect(event.x, event.y, event.width, event.height)
         small = event.image.raw_rgba()
-        rgba = px.scale_nearest(small, event.image.width, event.image.height, rect.width, rect.height)
+        blended = px.scale_nearest(small, event.image.width, event.image.height, rect.width, rect.height)
+        # the history strip's thumbnail: the preview (blended over the source) in the sent region, as a result's view
+        thumbnail = _thumbnail(px.paste(job.rgba, capture.rect.width, blended, rect, 4), capture.rect.width, capture.rect.height)
+        rgba = blended
         if capture.mask is not None:
             rgba = px.clear_where_unmasked(rgba, crop(capture.mask, capture.rect.width, rect, 1), 4)
-        return JobPreview(job.spec.job_id, rect.translate(capture.rect.x, capture.rect.y), px.from_rgba8(rgba, capture.fmt))
+        pixels = px.from_rgba8(rgba, capture.fmt)
+        return JobPreview(job.spec.job_id, rect.translate(capture.rect.x, capture.rect.y), pixels, event.index, thumbnail)
 
     def _result(self, job: _Job, event: p.Result) -> JobResult:
         capture = job.spec.capture
@@ -346,4 +364,13 @@ class JobRunner:
             event.steps,
             event.guidance,
             event.strength,
+            event.index,
+            event.count,
+            _thumbnail(view, capture.rect.width, capture.rect.height),
         )
+
+
+def _thumbnail(rgba: bytes, width: int, height: int) -> tuple[bytes, int, int]:
+    scale = min(1.0, THUMBNAIL_SIDE / max(width, height))
+    small_width, small_height = max(1, round(width * scale)), max(1, round(height * scale))
+    return px.scale_nearest(rgba, width, height, small_width, small_height), small_width, small_height

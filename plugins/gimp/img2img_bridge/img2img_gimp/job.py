@@ -15,7 +15,7 @@ from typing import Protocol
 
 from bridge import protocol as p
 from bridge.client import ClientError, Disconnected, describe_loading, loading_fraction
-from bridge.history import result_settings, variation_group_name
+from bridge.history import result_settings, used_by, variation_group_name
 from bridge.regions import Rect, crop
 
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
@@ -235,8 +235,11 @@ class ImageJob:
             return
         mask = None if self.source.mask is None else crop(self.source.mask, self.source.rect.width, area, 1)
         rect = area.translate(self.source.rect.x, self.source.rect.y)
-        settings = result_settings(self.request, result, self.model).to_text()
-        self._arrived.append(ResultLayer(rect, rgba, mask, result_layer_name(self.request.prompt, result.seed), settings))
+        request = self.request
+        asked = (request.strength, request.steps, request.guidance)
+        settings = result_settings(request.prompt, request.negative_prompt, result.seed, self.model, asked=asked, used=used_by(result))
+        settings_text = settings.to_text()
+        self._arrived.append(ResultLayer(rect, rgba, mask, result_layer_name(request.prompt, result.seed), settings_text))
         self.seeds.append(result.seed)
         if self.seed is None:
             self.seed, self.result_rect = result.seed, rect
