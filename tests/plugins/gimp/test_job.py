@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from img2img_gimp.job import ImageJob, JobState
 from img2img_gimp.request import build_request
@@ -267,7 +269,7 @@ def variation(index: int, count: int, seed: int, rect: Rect = BOX) -> p.Result:
 def test_variations_go_in_together_as_one_group_after_the_last_with_their_settings() -> None:
     job, canvas, _bridge, ended = make_job()
     job.start(welcome())
-    for event in (preview(1), variation(0, 3, 9), preview(2), variation(1, 3, 10)):
+    for event in (preview(1), variation(0, 3, 9), replace(preview(2), index=1), variation(1, 3, 10)):
         job.handle(event)
     assert canvas.results == [] and canvas.preview is not None, "nothing is added before the last variation"
     job.handle(variation(2, 3, 11))
@@ -287,3 +289,15 @@ def test_variations_cut_short_by_an_error_add_nothing() -> None:
     job.handle(variation(0, 2, 9))
     job.handle(p.Error(code=p.ErrorCode.OUT_OF_MEMORY, message="CUDA out of memory", job_id="job"))
     assert canvas.results == [] and job.state is JobState.FAILED
+
+
+def test_the_preview_layer_follows_the_first_variation_still_being_made() -> None:
+    job, canvas, _, _ = make_job()
+    job.start(welcome())
+    first, second = preview(1), replace(preview(2), index=1)
+    job.handle(first)
+    job.handle(second)
+    assert canvas.preview is not None and canvas.preview[1][:4] == bytes([1, 0, 0, 255])
+    job.handle(variation(0, 2, 9))
+    job.handle(replace(preview(3), index=1))
+    assert canvas.preview is not None and canvas.preview[1][:4] == bytes([3, 0, 0, 255])

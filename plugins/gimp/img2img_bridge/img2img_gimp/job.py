@@ -202,6 +202,8 @@ class ImageJob:
         self._send(lambda: self.bridge.generate(self.request))
 
     def _on_preview(self, preview: p.Preview) -> None:
+        if preview.index != len(self._arrived):
+            return  # variations preview together: the layer follows the first one still being made
         area = Rect(preview.x, preview.y, preview.width, preview.height)
         if not self._inside_source(area) or preview.image.encoding not in p.BASIC_ENCODINGS:
             return  # a preview is a courtesy: skip one that cannot be shown
