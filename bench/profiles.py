@@ -56,6 +56,7 @@ class Profile:
     encoding_sides: tuple[int, ...] = (256, 512, 2048)
     live_rounds: int = 15
     vram_frames: int = 20
+    variation_rounds: int = 5
 
     def quick(self) -> Profile:
         """The CI smoke run: every kind of measurement once or twice, on 512² and 4096² layers only."""
@@ -65,6 +66,7 @@ class Profile:
             job_rounds=2,
             live_rounds=2,
             vram_frames=3,
+            variation_rounds=1,
             transport_sides=(512, 4096),
             transport_rounds=1,
             transport_variants=(SHIPPED, SOCKET),

@@ -23,7 +23,22 @@ def model_figures(model: dict[str, Any]) -> dict[str, Any]:
         figures.update(_job_figures(model))
     if "live_samples" in model:
         figures.update(_live_figures(model))
+    if "variations" in model:
+        figures.update(_variation_figures(model["variations"]))
     return figures
+
+
+def _variation_figures(variations: dict[str, Any]) -> dict[str, float]:
+    samples = variations["variation_samples"]
+    batched, sequential, singles = (_median(samples, case) for case in ("batched", "sequential", "singles"))
+    return {
+        "variations": variations["count"],
+        "variations_batched_ms": round(batched, 2),
+        "variations_sequential_ms": round(sequential, 2),
+        "variations_singles_ms": round(singles, 2),
+        "variations_batched_over_singles": ratio(batched, singles),
+        "variations_batched_over_sequential": ratio(batched, sequential),
+    }
 
 
 def _denoising_steps(settings: dict[str, Any]) -> int:
@@ -207,6 +222,18 @@ def _job_text(name: str, job: dict[str, Any], jobs: dict[str, Any], fig: dict[st
         f"round trip {_fmt(fig['per_preview_ms'], ' ms')}",
         f"  first preview: round trip {_fmt(fig['first_preview_ms'], ' ms')}, engine {_fmt(fig['engine_first_preview_ms'], ' ms')}; "
         f"engine time per denoising step {_fmt(fig['step_ms'], ' ms')}",
+        *_variation_text(fig),
+    ]
+
+
+def _variation_text(fig: dict[str, Any]) -> list[str]:
+    if "variations" not in fig:
+        return []
+    return [
+        f"  {fig['variations']} variations: one job, batched {_fmt(fig['variations_batched_ms'], ' ms')}, "
+        f"one at a time {_fmt(fig['variations_sequential_ms'], ' ms')}; {fig['variations']} single jobs "
+        f"{_fmt(fig['variations_singles_ms'], ' ms')}; batched / single jobs x{fig['variations_batched_over_singles']}, "
+        f"batched / one at a time x{fig['variations_batched_over_sequential']}"
     ]
 
 

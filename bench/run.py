@@ -153,6 +153,8 @@ def _measure_model(
         _say(f"{case.name}: whole job, raw pipeline against engine and round trip")
         raw = RawPipeline(raw_loaded.img2img, engine)
         measured.update(suites.compare_job(case.job, raw, engine, worker, url, pure, native, profile.job_rounds))
+        _say(f"{case.name}: 4 variations in one job against 4 single jobs")
+        measured["variations"] = suites.variations(case.job, engine, worker, profile.variation_rounds)
     if case.live is not None:
         _say(f"{case.name}: live frame (CUDA graphs captured at 'load'; diffusers set-ups{', compiling' if compiled else ''})")
         graphed, measured["fast_path"] = suites.fast_path(engine, worker, case.live)

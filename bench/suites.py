@@ -85,6 +85,25 @@ def compare_job(
     return {"job": asdict(job), "alone_samples": _summaries(alone), "job_samples": _summaries(jobs)}
 
 
+def variations(job: JobSettings, engine: Engine, worker: Executor, rounds: int, count: int = 4) -> dict[str, Any]:
+    """``count`` variations of one job against ``count`` one-variation jobs with the same seeds, in-process.
+
+    ``batched`` is the shipped engine (the variations denoised together); ``sequential`` the same job on an
+    engine that denoises one variation at a time (encode and prompt still shared); ``singles`` the jobs apart.
+    """
+    in_process = InProcessEngine(engine)
+    one_at_a_time = InProcessEngine(Engine(engine.model, max_batch=1))
+    pixels = sample_rgba(job.side)
+    together = replace(request_for(job, pixels), count=count)
+    apart = [request_for(replace(job, seed=job.seed + index), pixels) for index in range(count)]
+    cases: dict[str, Case] = {
+        "batched": _on(worker, lambda: in_process.call(job, together)),
+        "sequential": _on(worker, lambda: one_at_a_time.call(job, together)),
+        "singles": _on(worker, lambda: {"wall_ms": sum(in_process.call(job, request)["wall_ms"] for request in apart)}),
+    }
+    return {"count": count, "variation_samples": _summaries(interleaved(cases, rounds))}
+
+
 def fast_path(engine: Engine, worker: Executor, live: JobSettings) -> tuple[Engine, dict[str, Any]]:
     """An engine as ``serve --cuda-graphs`` builds it, on the same loaded model: warmed up at ``live.side``.
 

@@ -86,10 +86,31 @@ class _Prepared:
     working: imaging.WorkingSize
 
 
+@dataclass(frozen=True)
+class _Denoising:
+    """What every batch of one job's variations shares: its settings, the encoded image and the conditioning."""
+
+    request: p.Generate
+    steps: int
+    strength: float
+    guidance: float
+    do_cfg: bool
+    image_latents: Any
+    latent_mask: Any
+    masked_latents: Any
+    embeds: tuple[Any, ...]
+    added: dict[str, Any] | None
+    guidance_cond: Any
+    working: imaging.WorkingSize
+    region: Rect
+    source: np.ndarray
+    mask: np.ndarray | None
+
+
 class Engine:
     """Runs jobs on one loaded model; not thread-safe (the server calls it from one worker thread)."""
 
-    def __init__(self, model: LoadedModel, *, cuda_graphs: bool = False) -> None:
+    def __init__(self, model: LoadedModel, *, cuda_graphs: bool = False, max_batch: int = 8) -> None:
         import torch
 
         self.model = model
@@ -97,6 +118,8 @@ class Engine:
         self.torch = torch
         self.device = torch.device(model.device)
         self.dtype = model.dtype
+        #: the most variations denoised together; a batch that runs out of memory is halved and run again
+        self.max_batch = max_batch
         self._prompts: OrderedDict[tuple[str, str, bool], tuple[Any, ...]] = OrderedDict()
         up_factor = 2 ** (len(self.pipe.unet.config.block_out_channels) - 1)
         self.multiple = int(self.pipe.vae_scale_factor) * up_factor
@@ -169,7 +192,11 @@ class Engine:
         return _Prepared(source=source, mask=mask, region=region, box=box, working=working)
 
     def run(self, request: p.Generate, hooks: JobHooks, prepared: _Prepared | None = None) -> Iterator[GeneratedImage]:
-        """Yield one GeneratedImage per variation; raises JobCancelled or EngineError."""
+        """Yield one GeneratedImage per variation, in index order; raises JobCancelled or EngineError.
+
+        Variations are denoised together, up to ``max_batch`` at a time; a batch that runs out of
+        memory starts again as two halves (its progress and previews start again too).
+        """
         torch = self.torch
         try:
             with torch.inference_mode():
@@ -218,82 +245,129 @@ class Engine:
         added = self.family.added_conditions(self.pipe, embeds, ws.padded_height, ws.padded_width, do_cfg, self.dtype)
         guidance_cond = self._guidance_embedding(guidance)
 
-        # 4. the timesteps that strength leaves
-        scheduler = self.pipe.scheduler
+        # 4. the variations, as many to a batch as memory allows: one UNet call per step for the whole batch,
+        #    each variation with its own seed's generator, so each comes out as its seed alone would
+        denoising = _Denoising(
+            request=request, steps=steps, strength=strength, guidance=guidance, do_cfg=do_cfg,
+            image_latents=image_latents, latent_mask=latent_mask, masked_latents=masked_latents,
+            embeds=embeds, added=added, guidance_cond=guidance_cond, working=ws, region=region, source=src, mask=region_mask,
+        )  # fmt: skip
         base_seed = request.seed if request.seed is not None else random.randrange(2**32)
-        for index in range(request.count):
-            seed = (base_seed + index) % 2**32
+        batch = min(request.count, self.max_batch)
+        index = 0
+        while index < request.count:
+            size = min(batch, request.count - index)
+            seeds = [(base_seed + index + i) % 2**32 for i in range(size)]
             t1 = time.perf_counter()
-            scheduler.set_timesteps(steps, device=self.device)
-            keep = max(1, min(int(steps * strength), steps))
-            start = (steps - keep) * scheduler.order
-            timesteps = scheduler.timesteps[start:]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(start)
-            generator = torch.Generator("cpu").manual_seed(seed)
-            noise = torch.randn(image_latents.shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
-            latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
-            total = len(timesteps)
+            try:
+                latents = self._denoise(denoising, index, seeds, hooks)
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                # 5a. out of memory: these variations start again in smaller batches (nothing of them was yielded yet)
+                torch.cuda.empty_cache()
+                batch = size // 2
+                continue
+            denoise_ms = (time.perf_counter() - t1) * 1000 / size
 
-            # 5. denoise, blending the kept area back in for ordinary checkpoints
-            for step, t in enumerate(timesteps, start=1):
-                if hooks.cancelled():
-                    raise JobCancelled()
-                model_in = torch.cat([latents] * 2) if do_cfg else latents
-                model_in = scheduler.scale_model_input(model_in, t)
-                if masked_latents is not None and latent_mask is not None:
-                    extra = torch.cat([latent_mask, masked_latents], dim=1)
-                    model_in = torch.cat([model_in, torch.cat([extra] * 2) if do_cfg else extra], dim=1)
-                if request.live and self._graphed is not None and guidance_cond is None:
-                    noise_pred = self._graphed(model_in, t, embeds[0], added)
-                else:
-                    noise_pred = self.pipe.unet(
-                        model_in,
-                        t,
-                        encoder_hidden_states=embeds[0],
-                        timestep_cond=guidance_cond,
-                        added_cond_kwargs=added,
-                        return_dict=False,
-                    )[0]
-                if do_cfg:
-                    uncond, cond = noise_pred.chunk(2)
-                    noise_pred = uncond + guidance * (cond - uncond)
-                step_args = {"generator": generator} if self._step_takes_generator else {}
-                out = scheduler.step(noise_pred, t, latents, return_dict=True, **step_args)
-                latents = out.prev_sample
-                predicted = getattr(out, "pred_original_sample", None)
-                if predicted is None:
-                    predicted = getattr(out, "denoised", latents)
-                if latent_mask is not None and masked_latents is None:
-                    # the kept area follows the source, noised to where the next step starts
-                    kept = scheduler.add_noise(image_latents, noise, timesteps[step : step + 1]) if step < total else image_latents
-                    latents = kept * (1 - latent_mask) + latents * latent_mask
-                    predicted = image_latents * (1 - latent_mask) + predicted * latent_mask
-                hooks.progress(index, step, total)
-                every = request.preview.every
+            # 6. decode each variation alone, restore the region's size and paste through the mask
+            for offset, seed in enumerate(seeds):
+                t2 = time.perf_counter()
+                generated = self._decode(latents[offset : offset + 1], fast)[: ws.height, : ws.width]
+                generated = imaging.resize_rgb(generated, region.width, region.height)
+                if region_mask is not None and request.matches_seams:
+                    generated = seams.match(src, generated, region_mask)
+                merged = imaging.blend(src, generated, region_mask)
+                box = job.box
+                inner = merged[box.y - region.y : box.bottom - region.y, box.x - region.x : box.right - region.x]
+                decode_ms = (time.perf_counter() - t2) * 1000
+                timings = {
+                    "encode_ms": encode_ms,
+                    "denoise_ms": denoise_ms,
+                    "decode_ms": decode_ms,
+                    "total_ms": (time.perf_counter() - started) * 1000,
+                    "batch": float(size),
+                }
+                yield GeneratedImage(index=index + offset, seed=seed, pixels=np.ascontiguousarray(inner), rect=box, timings=timings)
+                started = time.perf_counter()
+                encode_ms = 0.0
+            index += size
+
+    def _denoise(self, job: _Denoising, first: int, seeds: list[int], hooks: JobHooks) -> Any:
+        """Denoise variations ``first``, ``first + 1``, … (one per seed) as one batch; returns their latents."""
+        torch = self.torch
+        request, size = job.request, len(seeds)
+
+        # 4. the timesteps that strength leaves, and each seed's noise
+        scheduler = self.pipe.scheduler
+        scheduler.set_timesteps(job.steps, device=self.device)
+        keep = max(1, min(int(job.steps * job.strength), job.steps))
+        start = (job.steps - keep) * scheduler.order
+        timesteps = scheduler.timesteps[start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        shape = (1, *job.image_latents.shape[1:])
+        noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]).to(self.device, self.dtype)
+        image_latents = job.image_latents.expand(size, -1, -1, -1)
+        latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
+        total = len(timesteps)
+        # the conditioning, repeated per variation ([uncond × size, cond × size] with guidance)
+        embeds = job.embeds[0].repeat_interleave(size, dim=0)
+        added = None if job.added is None else {k: v.repeat_interleave(size, dim=0) for k, v in job.added.items()}
+        guidance_cond = None if job.guidance_cond is None else job.guidance_cond.repeat_interleave(size, dim=0)
+        extra = None
+        if job.masked_latents is not None and job.latent_mask is not None:
+            extra = torch.cat([job.latent_mask, job.masked_latents], dim=1).expand(size, -1, -1, -1)
+            if job.do_cfg:
+                extra = torch.cat([extra] * 2)
+        # a scheduler's own noise (ancestral, LCM) comes from each variation's generator; diffusers takes a list
+        step_args: dict[str, Any] = {}
+        if self._step_takes_generator:
+            step_args["generator"] = generators[0] if size == 1 else generators
+
+        # 5. denoise, blending the kept area back in for ordinary checkpoints
+        for step, t in enumerate(timesteps, start=1):
+            if hooks.cancelled():
+                raise JobCancelled()
+            model_in = torch.cat([latents] * 2) if job.do_cfg else latents
+            model_in = scheduler.scale_model_input(model_in, t)
+            if extra is not None:
+                model_in = torch.cat([model_in, extra], dim=1)
+            if request.live and self._graphed is not None and guidance_cond is None:
+                noise_pred = self._graphed(model_in, t, embeds, added)
+            else:
+                noise_pred = self.pipe.unet(
+                    model_in,
+                    t,
+                    encoder_hidden_states=embeds,
+                    timestep_cond=guidance_cond,
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                )[0]
+            if job.do_cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + job.guidance * (cond - uncond)
+            out = scheduler.step(noise_pred, t, latents, return_dict=True, **step_args)
+            latents = out.prev_sample
+            predicted = getattr(out, "pred_original_sample", None)
+            if predicted is None:
+                predicted = getattr(out, "denoised", latents)
+            if job.latent_mask is not None and job.masked_latents is None:
+                # the kept area follows the source, noised to where the next step starts
+                kept = scheduler.add_noise(image_latents, noise, timesteps[step : step + 1]) if step < total else image_latents
+                latents = kept * (1 - job.latent_mask) + latents * job.latent_mask
+                predicted = image_latents * (1 - job.latent_mask) + predicted * job.latent_mask
+            every = request.preview.every
+            for offset in range(size):
+                hooks.progress(first + offset, step, total)
                 if every and step < total and step % every == 0:
-                    hooks.preview(self._preview_frame(index, step, total, predicted, ws, region, src, region_mask, request.preview.decoder))
-            denoise_ms = (time.perf_counter() - t1) * 1000
-
-            # 6. decode, restore the region's size and paste through the mask
-            t2 = time.perf_counter()
-            generated = self._decode(latents, fast)[: ws.height, : ws.width]
-            generated = imaging.resize_rgb(generated, region.width, region.height)
-            if region_mask is not None and request.matches_seams:
-                generated = seams.match(src, generated, region_mask)
-            merged = imaging.blend(src, generated, region_mask)
-            box = job.box
-            inner = merged[box.y - region.y : box.bottom - region.y, box.x - region.x : box.right - region.x]
-            decode_ms = (time.perf_counter() - t2) * 1000
-            timings = {
-                "encode_ms": encode_ms,
-                "denoise_ms": denoise_ms,
-                "decode_ms": decode_ms,
-                "total_ms": (time.perf_counter() - started) * 1000,
-            }
-            yield GeneratedImage(index=index, seed=seed, pixels=np.ascontiguousarray(inner), rect=box, timings=timings)
-            started = time.perf_counter()
-            encode_ms = 0.0
+                    frame = self._preview_frame(
+                        first + offset, step, total, predicted[offset : offset + 1], job.working,
+                        job.region, job.source, job.mask, request.preview.decoder,
+                    )  # fmt: skip
+                    hooks.preview(frame)
+        return latents
 
     # --- pieces ---------------------------------------------------------------------------
 

@@ -185,7 +185,7 @@ class _JobHooks:
         self.conn = conn
         self.pool = previews
         self.handoff = handoff
-        self._busy: concurrent.futures.Future[None] | None = None
+        self._busy: dict[int, concurrent.futures.Future[None]] = {}  # per variation: a batch previews each of them
         self._lock = threading.Lock()
         #: raised by ``seal``: a preview rendered for an earlier epoch is not sent
         self._epoch = 0
@@ -205,12 +205,13 @@ class _JobHooks:
         self.conn.send_threadsafe(p.Progress(job_id=self.job.job_id, index=index, step=step, steps=steps))
 
     def preview(self, frame: Any) -> None:
-        # a preview still being encoded, or frames still waiting for the socket, mean the client is behind:
-        # skip this preview rather than queue it
+        # a preview of this variation still being encoded, or frames still waiting for the socket (beyond one
+        # per variation of a batch), mean the client is behind: skip this preview rather than queue it
         with self._lock:
-            if (self._busy is not None and not self._busy.done()) or self.conn.backlog > 1:
+            busy = self._busy.get(frame.index)
+            if (busy is not None and not busy.done()) or self.conn.backlog > max(1, len(self._busy)):
                 return
-            self._busy = self.pool.submit(self._send_preview, frame, self._epoch)
+            self._busy[frame.index] = self.pool.submit(self._send_preview, frame, self._epoch)
 
     def _send_preview(self, frame: Any, epoch: int) -> None:
         from .engine import render_preview
@@ -247,7 +248,7 @@ class _JobHooks:
         """A result (or the job's end) goes out next: a preview still being rendered is dropped, not waited for."""
         with self._lock:
             self._epoch += 1
-            self._busy = None
+            self._busy.clear()
 
 
 class Bridge:

@@ -48,6 +48,9 @@ def test_quick_cpu_profile_runs_and_reports_the_ratios(tmp_path: Path) -> None:
     for key in HEADLINE_KEYS:
         assert _positive(figures[key]), key
     assert figures["machine"]["cores"] >= 1
+    assert "4 variations: one job, batched" in stdout
+    tiny = figures["results"]["models"]["tiny"]["figures"]
+    assert _positive(tiny["variations_batched_over_singles"]) and _positive(tiny["variations_batched_over_sequential"])
     assert figures["results"]["clients"]["pure"]["msgpack_unpacker"] == "msgpack.fallback"
     assert figures["results"]["clients"]["pure"]["websockets_apply_mask"] == "websockets.utils"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -427,3 +428,131 @@ def test_seam_matching_brings_the_region_to_its_surroundings_and_keeps_the_rest(
         assert np.array_equal(merged[mask == 0], pixels[mask == 0])
         differences[option] = seams.seam_difference(merged, mask)
     assert differences[None] < differences[False] / 4, differences
+
+
+# --- variations in batches -----------------------------------------------------------------
+
+# how far a batched variation may stray from its seed run alone: float32 CPU kernels sum a batch in another
+# order, so a few values round the other way. Measured (x86-64 CPU, float32, 3-4 variations): the tiny model at
+# most 1 level in 0.02% of the values; under the recipes' models (sd15 CFG 7.5, LCM, ancestral Euler, SDXL CFG)
+# at most 2 levels in at most 0.55% of the mask box's values. The bounds leave room for other CPUs' kernels.
+BATCH_TOLERANCE = 3  # 8-bit levels
+BATCH_DIFFERING = 0.01  # share of channel values that may differ at all
+
+
+class BatchSizes:
+    """Wraps the pipeline's UNet: records each call's batch, and raises what CUDA would for batches over ``most``."""
+
+    def __init__(self, unet: Any, most: int | None = None) -> None:
+        self.unet = unet
+        self.config = unet.config
+        self.most = most
+        self.batches: list[int] = []
+
+    def __call__(self, sample: Any, *args: Any, **kwargs: Any) -> Any:
+        self.batches.append(int(sample.shape[0]))
+        if self.most is not None and sample.shape[0] > self.most:
+            raise torch.OutOfMemoryError(f"CUDA out of memory: a batch of {sample.shape[0]} (raised on purpose)")
+        return self.unet(sample, *args, **kwargs)
+
+
+def variations_and_singles(engine: Engine, request: p.Generate, hooks: Hooks | None = None) -> tuple[list[Any], list[Any]]:
+    """The job's variations run together, and each of its seeds run alone as a one-variation job."""
+    assert request.seed is not None
+    together = list(engine.run(request, hooks or Hooks()))
+    alone = [next(iter(engine.run(replace(request, count=1, seed=request.seed + i), Hooks()))) for i in range(request.count)]
+    return together, alone
+
+
+def assert_same_images(together: list[Any], alone: list[Any]) -> None:
+    assert [image.index for image in together] == list(range(len(alone)))
+    assert [image.seed for image in together] == [image.seed for image in alone]
+    for batched, single in zip(together, alone, strict=True):
+        assert batched.rect == single.rect
+        difference = np.abs(batched.pixels.astype(np.int16) - single.pixels.astype(np.int16))
+        worst, differing = int(difference.max()), float((difference > 0).mean())
+        assert worst <= BATCH_TOLERANCE, f"variation {batched.index} strays {worst} levels from its seed alone"
+        assert differing <= BATCH_DIFFERING, f"variation {batched.index}: {differing:.3%} of its values differ"
+    assert not np.array_equal(together[0].pixels, together[1].pixels), "two seeds gave the same picture"
+
+
+@pytest.fixture(scope="module")
+def recipe_models(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, LoadedModel]:
+    """The tiny weights driven as real families are: CFG with Euler (sd15), LCM's noisy steps, ancestral Euler, SDXL with CFG."""
+    from tests.tiny_sdxl import save_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("recipes")
+    sdxl = models.load(ModelSpec("tiny-sdxl", "folder", str(save_tiny_sdxl(tmp_path_factory.mktemp("sdxl")))), "cpu")
+    return {
+        "sd15": tiny_named(root, "stable-diffusion-v1-5"),
+        "sd-lcm-lora": tiny_named(root, "dreamshaper-lcm"),
+        "ancestral": tiny_named(root, "sd-ancestral", {"scheduler": "EulerAncestralDiscreteScheduler", "guidance": 0.0}),
+        "sdxl": sdxl,
+    }
+
+
+def test_batched_variations_match_each_seed_run_alone(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = BatchSizes(engine.pipe.unet)
+    monkeypatch.setattr(engine.pipe, "unet", calls)
+    hooks = Hooks()
+    together, alone = variations_and_singles(engine, generate(noise_image(64, 48), count=4, seed=7), hooks)
+    assert_same_images(together, alone)
+    assert calls.batches[:3] == [4, 4, 4], "one UNet call per step for all four variations"
+    assert [index for index, _, _ in hooks.steps] == [0, 1, 2, 3] * 3
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sd-lcm-lora", "ancestral", "sdxl"])
+def test_batched_variations_match_their_seeds_under_each_recipe(
+    recipe_models: dict[str, LoadedModel], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    model = recipe_models[kind]
+    engine = Engine(model)
+    steps, guidance, _ = engine.settings(unset(noise_image(8, 8)))
+    calls = BatchSizes(model.img2img.unet)
+    monkeypatch.setattr(model.img2img, "unet", calls)
+    pixels = noise_image(64, 64, seed=3)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:40, 16:56] = 255
+    request = unset(pixels, mask=p.Mask(64, 64, mask.tobytes()), count=3, steps=min(steps, 6), negative_prompt="blurry")
+    together, alone = variations_and_singles(engine, request)
+    assert_same_images(together, alone)
+    per_variation = 2 if guidance > 1.0 and model.recipe.kind != "sd-lcm" else 1
+    assert calls.batches[0] == 3 * per_variation
+
+
+def test_inpainting_unet_batches_its_masked_image_per_variation(inpaint_engine: Engine) -> None:
+    pixels = noise_image(64, 64)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    together, alone = variations_and_singles(inpaint_engine, generate(pixels, mask, count=3, seed=11))
+    assert_same_images(together, alone)
+
+
+def test_a_batch_out_of_memory_runs_again_in_halves(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = BatchSizes(engine.pipe.unet, most=2)
+    monkeypatch.setattr(engine.pipe, "unet", calls)
+    hooks = Hooks()
+    request = generate(noise_image(48, 48), count=5, seed=20, steps=2, strength=1.0)
+    together = list(engine.run(request, hooks))
+    assert calls.batches == [5, 2, 2, 2, 2, 1, 1], "5 fails on its first step; then 2, 2 and 1, two steps each"
+    monkeypatch.setattr(engine.pipe, "unet", calls.unet)
+    _, alone = variations_and_singles(engine, replace(request, count=5))
+    assert_same_images(together, alone)
+    assert [(index, step) for index, step, _ in hooks.steps if index == 4] == [(4, 1), (4, 2)], "the batch that failed never reported"
+
+
+def test_out_of_memory_at_a_single_variation_is_still_an_error(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine.pipe, "unet", BatchSizes(engine.pipe.unet, most=0))
+    with pytest.raises(EngineError) as caught:
+        list(engine.run(generate(noise_image(32, 32), count=3), Hooks()))
+    assert caught.value.code is p.ErrorCode.OUT_OF_MEMORY
+
+
+def test_every_variation_of_a_batch_streams_previews(engine: Engine) -> None:
+    hooks = Hooks()
+    list(engine.run(generate(noise_image(64, 64), count=3, steps=8, strength=1.0, preview=p.PreviewSettings(every=2)), hooks))
+    by_index = sorted({(frame.index, frame.step) for frame in hooks.frames})
+    assert by_index == [(index, step) for index in range(3) for step in (2, 4, 6)]
+    first = {frame.step: frame.rgb for frame in hooks.frames if frame.index == 0}
+    second = {frame.step: frame.rgb for frame in hooks.frames if frame.index == 1}
+    assert not np.array_equal(first[6], second[6]), "each variation previews its own latents"

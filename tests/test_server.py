@@ -267,6 +267,20 @@ def test_count_streams_each_variation_with_consecutive_seeds(connect: Connect) -
     assert len({r.image.data for r in outcome.results}) == 3
 
 
+def test_a_batch_of_variations_previews_each_of_them_before_the_results(connect: Connect) -> None:
+    events = Events()
+    job = request(photo(), count=3, steps=8, strength=1.0, guidance=0.0, preview=p.PreviewSettings(every=1, max_size=32))
+    connect().generate(job, events)
+    for _ in range(3):
+        events.wait(p.Result)
+    kinds = [type(e) for e in events.seen]
+    previews = {e.index for e in events.seen if isinstance(e, p.Preview)}
+    assert previews == {0, 1, 2}, "every variation of the batch streams previews"
+    assert p.Preview not in kinds[kinds.index(p.Result) :], "no preview after the first result"
+    progress = [(e.index, e.step) for e in events.seen if isinstance(e, p.Progress)]
+    assert progress == [(index, step) for step in range(1, 9) for index in range(3)], "one batch: the variations step together"
+
+
 def test_cancel_mid_job_and_the_connection_stays_usable(bridge: RunningBridge, connect: Connect) -> None:
     client = connect()
     events = Events()

@@ -33,6 +33,7 @@ def generate_request(
     match_seams: bool,
     preview_every: int,
     live: bool = False,
+    count: int = 1,
 ) -> p.Generate:
     """The ``generate`` message for ``rect``'s pixels; settings left at ``None`` are the model's recipe's to choose."""
     region_mask = None if mask is None else p.Mask(rect.width, rect.height, mask)
@@ -46,6 +47,7 @@ def generate_request(
         steps=steps,
         guidance=guidance,
         seed=seed,
+        count=count,
         preview=p.PreviewSettings(every=preview_every, max_size=PREVIEW_SIZE),
         live=live,
         match_seams=None if region_mask is None else match_seams,

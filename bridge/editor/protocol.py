@@ -90,9 +90,7 @@ class ProtocolError(Exception):
 _W = TypeVar("_W", bound="_Wire")
 
 
-def _wire(
-    default: Any = MISSING, *, missing: Any = MISSING, required: bool = False, unknown: Any = None, sparse: bool = False
-) -> Any:
+def _wire(default: Any = MISSING, *, missing: Any = MISSING, required: bool = False, unknown: Any = None, sparse: bool = False) -> Any:
     """A field whose wire form differs from its Python default.
 
     ``missing``: the value when the field is absent on the wire (the class itself has no default);

@@ -47,9 +47,7 @@ def _in_ci() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "editor(app, version=None): run the test once per version of that editor (gimp or krita), or in one"
-    )
+    config.addinivalue_line("markers", "editor(app, version=None): run the test once per version of that editor (gimp or krita), or in one")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

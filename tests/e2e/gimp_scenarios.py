@@ -29,6 +29,7 @@ Gegl: Any = globals()["Gegl"]
 PROCEDURE = "plug-in-img2img-bridge"
 PREVIEW_MARK = "img2img-bridge-preview"
 FROZEN_MARK = "img2img-bridge-frozen"
+SETTINGS_KEY = "img2img-bridge-settings"
 
 OUT = Path(os.environ["IMG2IMG_OUT"])
 TRACE = Path(os.environ.get("IMG2IMG_BRIDGE_TRACE", "/dev/null"))
@@ -143,6 +144,8 @@ def run_plugin(record: Record, image: Any, layer: Any, *, tuned: bool = True, **
         result = values.index(2)
         record.data["result_name"] = result.get_name()
         record.data["used"] = [values.index(3), values.index(4), values.index(5)]  # steps, guidance, strength
+        group = values.index(6)
+        record.data["returned_group"] = None if group is None else group.get_name()
         record.layer("result", result)
     else:
         record.data["message"] = values.index(1) if values.length() > 1 else None
@@ -296,6 +299,32 @@ def seams(record: Record) -> None:
         record.dump(f"composite_{key}", composite(image), 96, 72)
 
 
+def variations(record: Record) -> None:
+    """Three variations of one opaque layer: one layer group above the source, each layer with its settings."""
+    image = Gimp.Image.new(48, 40, Gimp.ImageBaseType.RGB)
+    add_layer(image, "background", (0, 0, 48, 40), Gimp.ImageType.RGB_IMAGE, 17, "R'G'B' u8")
+    source = add_layer(image, "source", (4, 2, 40, 36), Gimp.ImageType.RGBA_IMAGE, 18, "R'G'B'A u8")
+    record.layer("source_before", source)
+    run_plugin(record, image, source, count=3, seed=500)
+    record.layer("source_after", source)
+    group = next(layer for layer in image.get_layers() if layer.is_group())
+    children = []
+    for index, child in enumerate(group.get_children()):
+        _, x, y = child.get_offsets()
+        parasite = child.get_parasite(SETTINGS_KEY)
+        children.append(
+            {
+                "name": child.get_name(),
+                "rect": [x, y, child.get_width(), child.get_height()],
+                "visible": child.get_visible(),
+                "settings": None if parasite is None else bytes(parasite.get_data()).decode(),
+                "persistent": None if parasite is None else bool(parasite.get_flags() & Gimp.PARASITE_PERSISTENT),
+            }
+        )
+        record.layer(f"variation_{index}", child)
+    record.data["group"] = {"name": group.get_name(), "visible": group.get_visible(), "children": children}
+
+
 SCENARIOS = {
     "whole": whole,
     "selection": selection,
@@ -309,6 +338,7 @@ SCENARIOS = {
     "half_transparent": half_transparent,
     "second_run": second_run,
     "seams": seams,
+    "variations": variations,
 }
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from bridge import seams
 from bridge.editor import protocol as p
+from bridge.editor.history import ResultSettings
 from bridge.editor.presets import STRENGTH_PRESETS
 from tests.wheel_install import WheelInstall
 
@@ -127,7 +128,7 @@ def test_previews_stream_into_a_preview_layer_before_the_result(gimp: GimpRun) -
     data = gimp.scenario("whole")
     ops = trace_ops(data)
     assert ops[0] == "freeze_history" and "show_preview" in ops
-    assert ops[-3:] == ["remove_preview", "thaw_history", "add_result"]
+    assert ops[-3:] == ["remove_preview", "thaw_history", "add_results"]
     assert set(ops[1:-3]) == {"show_preview"}
     previews = [entry for entry in data["trace"] if entry["op"] == "show_preview"]
     assert all(entry["rect"] == [20, 16, 48, 40] for entry in previews)
@@ -144,7 +145,7 @@ def test_feathered_selection_on_an_offset_layer_changes_nothing_outside_it(gimp:
     assert 0 < mask.max() == 255 and len(np.unique(mask)) > 10, "the selection should be feathered"
     visible = np.zeros_like(mask)
     visible[10:90, 14:128] = 1  # the source layer (14, 10, 130, 80) clipped to the 128x96 canvas
-    changed = next(entry for entry in data["trace"] if entry["op"] == "add_result")["rect"]
+    changed = next(entry for entry in data["trace"] if entry["op"] == "add_results")["rect"]
     assert changed == mask_box(mask * visible)
     assert layer_rect(data, RESULT_NAME) == [14, 10, 130, 80]  # a copy of the source, which it replaces
     before, after = gimp.pixels("selection", "composite_before"), gimp.pixels("selection", "composite_after")
@@ -165,7 +166,7 @@ def test_a_layer_without_alpha_larger_than_the_canvas_gives_its_visible_part(gim
     assert data["status"] == "success", data
     result = next(layer for layer in data["layers"] if layer["name"] == RESULT_NAME)
     assert result["rect"] == [-20, -12, 100, 80] and result["has_alpha"] is False  # a copy of the source
-    changed = next(entry for entry in data["trace"] if entry["op"] == "add_result")["rect"]
+    changed = next(entry for entry in data["trace"] if entry["op"] == "add_results")["rect"]
     assert changed == [0, 0, 64, 48]  # only the visible part was sent and written
     source = next(layer for layer in data["layers"] if layer["name"] == "source")
     assert source["rect"] == [-20, -12, 100, 80] and source["has_alpha"] is False
@@ -247,3 +248,30 @@ def test_seam_matching_brings_the_selection_to_its_surroundings(gimp: GimpRun) -
     assert np.array_equal(off[mask == 0], on[mask == 0])  # kept pixels are the source's either way
     before, after = seams.seam_difference(off, mask), seams.seam_difference(on, mask)
     assert after < before / 4, (before, after)
+
+
+def test_three_variations_arrive_as_one_group_in_one_undo_step_each_with_its_seed(gimp: GimpRun) -> None:
+    data = gimp.scenario("variations")
+    assert data["status"] == "success", data
+    group = data["group"]
+    assert group["name"] == data["returned_group"] == "a red fox (3 variations)"
+    assert layer_names(data) == [group["name"], "source", "background"]
+    assert [layer["visible"] for layer in data["layers"]] == [True, False, True], "the source is hidden under its variations"
+    names = [f"a red fox (seed {seed})" for seed in (500, 501, 502)]
+    assert [child["name"] for child in group["children"]] == names
+    assert [child["visible"] for child in group["children"]] == [True, False, False]
+    assert all(child["rect"] == [4, 2, 40, 36] for child in group["children"]), "copies of the source, over its area"
+    settings = [ResultSettings.from_text(child["settings"]) for child in group["children"]]
+    assert [s.seed for s in settings] == [500, 501, 502] and all(child["persistent"] for child in group["children"])
+    assert {(s.prompt, s.steps, s.model) for s in settings} == {("a red fox", 4, "tiny")}
+    assert data["seed"] == 500 and data["result_name"] == names[0] and data["selected"] == [names[0]]
+    pixels = [gimp.pixels("variations", f"variation_{index}") for index in range(3)]
+    assert np.array_equal(pixels[0], gimp.pixels("variations", "result")), "'layer' is the first variation"
+    assert not np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[1], pixels[2])
+    assert np.array_equal(gimp.pixels("variations", "source_before"), gimp.pixels("variations", "source_after"))
+    # GIMP's PDB has no undo to call: one undo step is the one undo group around a single add (the fake canvas
+    # in tests/plugins/gimp enforces GIMP's undo rules), with history back on after the run
+    adds = [entry for entry in data["trace"] if entry["op"] == "add_results"]
+    assert len(adds) == 1 and adds[0]["names"] == names and adds[0]["group"] == group["name"]
+    assert trace_ops(data)[-3:] == ["remove_preview", "thaw_history", "add_results"]
+    assert data["undo_enabled"] is True

@@ -323,3 +323,20 @@ def test_default_settings_send_no_steps_guidance_or_strength_and_run_the_models_
     assert facts["sent"] == [None, None, None]
     assert facts["used"] == list(recipe.settings(live=False))
     assert facts["status"].startswith("Done (") and "[Preview]" not in facts["layers"]
+
+
+def test_four_variations_show_four_thumbnails_and_the_third_applied_is_exactly_that_result(krita_run: dict[str, Any]) -> None:
+    facts = scenario(krita_run, "scenario_variations")
+    assert facts["job"]["ready"] and facts["job"]["error"] == "", facts["job"]
+    assert facts["first_job"] == [[index, True, True] for index in range(4)]
+    assert facts["strip_icons"] == [True] * 4
+    assert facts["previewed"] == [0, 1, 2, 3], "previews of every variation streamed in"
+    job = facts["this_job"][0][0]
+    assert facts["picked"] == [job, 2] and facts["shown_is_the_third"] is True
+    assert facts["others_differ"] == [True, True, True]
+    assert facts["seed"] == 702 and facts["name_in_layers"] is True
+    assert facts["applied_is_the_third"] is True, "Apply keeps exactly the pixels shown"
+    annotation = facts["annotation"]
+    assert annotation is not None and (annotation["seed"], annotation["prompt"]) == (702, "e2e variations")
+    assert facts["strip_survives"] is True and facts["this_job"] == [[job, index] for index in range(4)]
+    assert not facts["other_document_first_job"] or facts["other_document_first_job"][0][0] != job

@@ -50,7 +50,7 @@ MENU = "<Image>/Filters/AI"
 
 
 def run(procedure: Any, run_mode: Any, image: Any, drawables: Any, config: Any, _data: Any) -> Any:
-    """Ask (interactive runs), read the layer, run the job until it ends, report the layer and seed."""
+    """Ask (interactive runs), read the layer, run the job until it ends, report the layer (and group) and seed."""
     try:
         layer = _single_layer(list(drawables))
         if run_mode == Gimp.RunMode.INTERACTIVE:
@@ -84,6 +84,7 @@ def run(procedure: Any, run_mode: Any, image: Any, drawables: Any, config: Any, 
             GObject.Value(GObject.TYPE_INT, AUTO_STEPS if steps is None else min(steps, MAX_STEPS)),
             GObject.Value(GObject.TYPE_DOUBLE, AUTO_GUIDANCE if guidance is None else guidance),
             GObject.Value(GObject.TYPE_DOUBLE, AUTO_STRENGTH if strength is None else strength),
+            GObject.Value(Gimp.GroupLayer, canvas.group),
         ]
     )
 
@@ -136,7 +137,8 @@ class Img2ImgPlugIn(Gimp.PlugIn):
         procedure.set_documentation(
             "Regenerate the layer or the selection with the img2img bridge",
             "Sends the active layer (or the selection's area with its feathered mask) to a running img2img bridge, "
-            "shows its previews in a preview layer and adds the result as a new layer above the source. "
+            "shows its previews in a preview layer and adds the result as a new layer above the source "
+            "(several variations: a layer group of them, the first shown; each layer's settings in a parasite). "
             "Start the bridge first: img2img-bridge serve",
             name,
         )
@@ -150,6 +152,9 @@ class Img2ImgPlugIn(Gimp.PlugIn):
         procedure.add_int_return_value("steps", "Steps", "The steps of the schedule used", AUTO_STEPS, MAX_STEPS, AUTO_STEPS, flags)
         procedure.add_double_return_value("guidance", "Guidance", "The guidance used", AUTO_GUIDANCE, 30.0, AUTO_GUIDANCE, flags)
         procedure.add_double_return_value("strength", "Strength", "The strength used", AUTO_STRENGTH, 1.0, AUTO_STRENGTH, flags)
+        procedure.add_group_layer_return_value(
+            "variations", "Variations", "With Variations above 1: the layer group holding them ('layer' is its first)", True, flags
+        )
         return procedure
 
 

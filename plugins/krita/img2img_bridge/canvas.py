@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from krita import Document, Krita, Node
 
-from .bridge_package import Rect
+from .bridge_package import SETTINGS_KEY, Rect, ResultSettings, annotation_with
 from .pixels import PixelFormat, UnsupportedFormat, pixel_format, to_rgba8
 from .qt import QByteArray
 from .settings import Source
@@ -100,27 +100,34 @@ class KritaCanvas:
             preview.node.remove()
             target.document.refreshProjection()
 
-    def apply_result(self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool) -> None:
+    def apply_result(
+        self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool, settings: ResultSettings | None = None
+    ) -> None:
         assert isinstance(target, Target)
         if target.replaces and not _opaque(pixels, target.color_space):
-            self._replace_source(target, name, rect, pixels)
-            return
-        preview = self._live_preview(target) if from_preview else None
-        if preview is not None:
-            # the [Preview] layer becomes the result: its add is the one undo step of the whole job
-            self._overwrite(preview, rect, pixels)
-            preview.node.setName(name)
-            self._previews.remove(preview)
-            self._results.append((target.anchor, preview.node))
+            node = self._replace_source(target, name, rect, pixels)
         else:
-            node = self._new_layer(target, name, rect, pixels)
-            self._insert_above(target, node, self._topmost_result(target))
+            preview = self._live_preview(target) if from_preview else None
+            if preview is not None:
+                # the [Preview] layer becomes the result: its add is the one undo step of the whole job
+                self._overwrite(preview, rect, pixels)
+                preview.node.setName(name)
+                self._previews.remove(preview)
+                node = preview.node
+            else:
+                node = self._new_layer(target, name, rect, pixels)
+                self._insert_above(target, node, self._topmost_result(target))
             self._results.append((target.anchor, node))
-        target.document.refreshProjection()
+            target.document.refreshProjection()
+        if settings is not None:
+            # saved with the document; annotations are not part of the undo history
+            document = target.document
+            table = annotation_with(bytes(document.annotation(SETTINGS_KEY)), node.uniqueId().toString(), settings)
+            document.setAnnotation(SETTINGS_KEY, "img2img-bridge: the settings of each result layer", QByteArray(table))
 
     # --- internals ------------------------------------------------------------------------
 
-    def _replace_source(self, target: Target, name: str, rect: Rect, pixels: bytes) -> None:
+    def _replace_source(self, target: Target, name: str, rect: Rect, pixels: bytes) -> Node:
         """A copy of the source layer (its masks, opacity and mode kept) with the result in, and the source hidden.
 
         A result with see-through pixels stacked over its still visible source would
@@ -137,6 +144,7 @@ class KritaCanvas:
         self._results.append((target.anchor, node))
         target.anchor.setVisible(False)
         target.document.refreshProjection()
+        return node
 
     def _source_node(self, doc: Document) -> Node | None:
         node = doc.activeNode()

@@ -14,7 +14,19 @@ from enum import Enum
 from typing import Callable, Hashable, Iterable, Protocol
 
 from . import runner as r
-from .bridge_package import Rect, describe_loading, describe_used, p, recipe_for, result_layer_name, sentence
+from .bridge_package import (
+    History,
+    HistoryEntry,
+    Rect,
+    ResultSettings,
+    describe_loading,
+    describe_used,
+    p,
+    recipe_for,
+    result_layer_name,
+    result_settings,
+    sentence,
+)
 from .jobs import JobSpec
 from .live import LiveScheduler, LiveState, LiveStats
 from .settings import MAX_SEED, Settings, Source
@@ -36,10 +48,13 @@ class Canvas(Protocol):
     def clear_preview(self, target: object) -> None:
         """Remove the target's [Preview] layer, if any."""
 
-    def apply_result(self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool) -> None:
+    def apply_result(
+        self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool, settings: ResultSettings | None = None
+    ) -> None:
         """Leave one new layer named ``name`` holding ``pixels`` above the target's layer, as one undo step.
 
-        With ``from_preview`` the [Preview] layer, when it is there, becomes that layer.
+        With ``from_preview`` the [Preview] layer, when it is there, becomes that layer. ``settings`` are kept
+        with the layer (in the document).
         """
 
 
@@ -64,6 +79,21 @@ class Connection(Enum):
 
 
 @dataclass(frozen=True)
+class StripItem:
+    """One thumbnail of the history strip: a variation of a job, done or still coming."""
+
+    job_id: str
+    index: int
+    thumbnail: tuple[bytes, int, int] | None  # RGBA 8-bit; None before its first preview
+    tooltip: str
+    done: bool
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.job_id, self.index
+
+
+@dataclass(frozen=True)
 class ViewState:
     """Everything the docker shows."""
 
@@ -81,6 +111,8 @@ class ViewState:
     live: LiveState = LiveState.OFF
     live_image: tuple[bytes, int, int] | None = None
     live_stats: LiveStats = field(default_factory=LiveStats)
+    strip: tuple[tuple[StripItem, ...], ...] = ()  # the shown document's history, newest job first
+    picked: tuple[str, int] | None = None  # the strip item shown on the canvas
 
 
 @dataclass(frozen=True)
@@ -92,9 +124,10 @@ class _Result:
     prompt: str
     on_canvas: bool
     document: object = None  # where it came from: it is shown, and applied, only there
+    settings: ResultSettings | None = None  # what made it (one-shot jobs)
 
 
-_PER_DOCUMENT = ("seed", "live_image", "status", "error")
+_PER_DOCUMENT = ("seed", "live_image", "status", "error", "picked")
 
 
 class Controller:
@@ -131,6 +164,11 @@ class Controller:
         self._live_targets: dict[str, object] = {}
         self.live_rendered: list[Hashable] = []  # the states whose results arrived, in order
         self.capture_ms: float | None = None  # the last live capture's cost on the GUI thread
+        self.history = History()  # one-shot results of every open document, for the strip
+        self._job_settings = Settings()
+        self._job_model = ""
+        self._job_previews: dict[int, tuple[bytes, int, int]] = {}  # the running job's newest thumbnail per variation
+        self._canvas_follows_job = True  # else the artist picked another result to look at meanwhile
 
     # --- connection -----------------------------------------------------------------------
 
@@ -174,8 +212,11 @@ class Controller:
             document,
             False,
         )
+        self._job_settings, self._job_model, self._job_previews = settings, self.state.model or settings.model, {}
+        self._canvas_follows_job = True
         self._runner.submit(spec)
-        self._publish(running=True, progress=0.0, status="Sending…", error="", seed=None, result_ready=False)
+        self._publish(running=True, progress=0.0, status="Sending…", error="", seed=None, result_ready=False, picked=None)
+        self._publish_strip()
 
     def cancel(self) -> None:
         if self._job is not None and not self._cancelling:
@@ -189,9 +230,52 @@ class Controller:
             return
         name = result_layer_name(result.prompt, result.seed)
         live = self.live.state is not LiveState.OFF
-        self._canvas.apply_result(result.target, name, result.rect, result.pixels, from_preview=result.on_canvas and not live)
+        self._canvas.apply_result(
+            result.target, name, result.rect, result.pixels, from_preview=result.on_canvas and not live, settings=result.settings
+        )
         self._result = None
-        self._publish(result_ready=False, status="Applied as a new layer", error="")
+        self._publish(result_ready=False, status="Applied as a new layer", error="", picked=None)
+
+    # --- the history strip ----------------------------------------------------------------
+
+    def pick(self, job_id: str, index: int) -> None:
+        """Show a result of the strip on the canvas (the [Preview] layer); Apply then keeps exactly it."""
+        entry = self.history.get(job_id, index)
+        document = self._canvas.active_document()
+        if entry is None or entry.document != document or self.live.state is not LiveState.OFF:
+            return
+        current = self._result
+        if current is not None and current.on_canvas and current.target != entry.target:
+            self._canvas.clear_preview(current.target)
+        self._canvas.show_preview(entry.target, entry.rect, entry.pixels)
+        s = entry.settings
+        self._result = _Result(entry.target, entry.rect, entry.pixels, s.seed, s.prompt, on_canvas=True, document=document, settings=s)
+        self._canvas_follows_job = job_id == self._job and index == 0
+        self._publish(result_ready=True, seed=s.seed, picked=entry.key, status=f"Showing {s.describe()}: Apply keeps it")
+
+    def settings_of(self, job_id: str, index: int) -> ResultSettings | None:
+        """What made a result of the strip (Reuse puts them back in the docker)."""
+        entry = self.history.get(job_id, index)
+        return None if entry is None else entry.settings
+
+    def _publish_strip(self) -> None:
+        document = self._shown_document if self._shown_document is not None else self._canvas.active_document()
+        self._publish(strip=self._strip(document))
+
+    def _strip(self, document: object) -> tuple[tuple[StripItem, ...], ...]:
+        jobs: list[tuple[StripItem, ...]] = []
+        if self._job is not None and self._job_document == document:
+            items = []
+            for index in range(self._job_settings.count):
+                entry = self.history.get(self._job, index)
+                if entry is not None:
+                    items.append(_strip_item(entry))
+                else:
+                    waiting = f"variation {index + 1} of {self._job_settings.count}: generating…"
+                    items.append(StripItem(self._job, index, self._job_previews.get(index), waiting, done=False))
+            jobs.append(tuple(items))
+        jobs.extend(tuple(_strip_item(e) for e in entries) for entries in self.history.jobs(document) if entries[0].job_id != self._job)
+        return tuple(jobs)
 
     def discard(self) -> None:
         self._drop_result()
@@ -288,9 +372,9 @@ class Controller:
     def handle(self, updates: Iterable[r.Update]) -> None:
         """Apply a batch of updates; of several previews of one job only the newest is drawn."""
         batch = list(updates)
-        newest: dict[str, int] = {u.job_id: i for i, u in enumerate(batch) if isinstance(u, r.JobPreview)}
+        newest: dict[tuple[str, int], int] = {(u.job_id, u.index): i for i, u in enumerate(batch) if isinstance(u, r.JobPreview)}
         for i, update in enumerate(batch):
-            if isinstance(update, r.JobPreview) and newest.get(update.job_id) != i:
+            if isinstance(update, r.JobPreview) and newest.get((update.job_id, update.index)) != i:
                 continue
             self._handle(update)
         self._publish(live=self.live.state)
@@ -344,20 +428,17 @@ class Controller:
             ahead = f" ({update.position} ahead)" if update.position else ""
             self._publish(status=f"Queued{ahead}")
         elif isinstance(update, r.JobProgress):
-            self._publish(progress=update.fraction, status=f"Generating: step {update.step} of {update.steps}")
+            count = self._job_settings.count
+            variation = f" (variation {update.index + 1} of {count})" if count > 1 else ""
+            self._publish(progress=update.fraction, status=f"Generating: step {update.step} of {update.steps}{variation}")
         elif isinstance(update, r.JobPreview):
-            if not self._cancelling:
+            if update.thumbnail is not None:
+                self._job_previews[update.index] = update.thumbnail
+                self._publish_strip()
+            if not self._cancelling and update.index == 0 and self._canvas_follows_job:
                 self._canvas.show_preview(self._job_target, update.rect, update.pixels)
         elif isinstance(update, r.JobResult):
-            self._canvas.show_preview(self._job_target, update.rect, update.pixels)
-            document = self._job_document
-            self._result = _Result(
-                self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, on_canvas=True, document=document
-            )
-            self._end_job()
-            used = describe_used(update.steps, update.guidance, update.strength)
-            done = f"Done ({used})" if used else "Done"
-            self._publish_for(document, result_ready=True, seed=update.seed, status=f"{done}: Apply keeps it as a new layer")
+            self._job_result(update)
         elif isinstance(update, r.JobFailed):
             self._canvas.clear_preview(self._job_target)
             self._end_job()
@@ -367,9 +448,41 @@ class Controller:
             self._end_job()
             self._publish(status="Cancelled")
 
+    def _job_result(self, update: r.JobResult) -> None:
+        document = self._job_document
+        s = self._job_settings
+        settings = result_settings(
+            s.prompt,
+            s.negative_prompt,
+            update.seed,
+            self._job_model,
+            asked=(s.strength, s.steps, s.guidance),
+            used=(update.strength, update.steps, update.guidance),
+        )
+        thumbnail = update.thumbnail or (b"", 0, 0)
+        entry = HistoryEntry(
+            document, update.job_id, update.index, update.count, settings, update.rect, update.pixels, thumbnail[0], thumbnail[1:],
+            target=self._job_target,
+        )  # fmt: skip
+        self.history.add(entry)
+        if update.index == 0 and self._canvas_follows_job:
+            self._canvas.show_preview(self._job_target, update.rect, update.pixels)
+            self._result = _Result(self._job_target, update.rect, update.pixels, update.seed, self._job_prompt, True, document, settings)
+            self._publish_for(document, result_ready=True, seed=update.seed, picked=entry.key)
+        if not update.last:
+            self._publish_strip()
+            return
+        self._end_job()
+        used = describe_used(update.steps, update.guidance, update.strength)
+        done = f"Done ({used})" if used else "Done"
+        more = ", or pick another in the strip" if update.count > 1 else ""
+        self._publish_for(document, status=f"{done}: Apply keeps it as a new layer{more}")
+
     def _end_job(self) -> None:
         self._job, self._job_target, self._cancelling = None, None, False
+        self._job_previews = {}
         self._publish(running=False, progress=None)
+        self._publish_strip()
 
     def _live_update(self, update: r.Update) -> None:
         job_id = getattr(update, "job_id", "")
@@ -416,7 +529,9 @@ class Controller:
         kept = next((fields for doc, fields in self._other_documents if doc == document), {})
         self._other_documents = [(doc, f) for doc, f in self._other_documents if doc != document and self._canvas.is_open(doc)]
         restored = {name: kept.get(name, getattr(ViewState(), name)) for name in _PER_DOCUMENT}
-        self._publish(**restored, result_ready=self._result is not None and self._result.document == document)
+        self.history.forget(lambda doc: doc == document or self._canvas.is_open(doc))
+        ready = self._result is not None and self._result.document == document
+        self._publish(**restored, result_ready=ready, strip=self._strip(document))
 
     def _publish_for(self, document: object, **changes: object) -> None:
         """Publish ``changes`` if ``document`` is the one shown, else keep them for when it is."""
@@ -447,3 +562,10 @@ class Controller:
         if state != self.state:
             self.state = state
             self._view(state)
+
+
+def _strip_item(entry: HistoryEntry) -> StripItem:
+    s = entry.settings
+    tooltip = f"{s.prompt or '(no prompt)'}\n{s.describe()}"
+    thumbnail = (entry.thumbnail, *entry.thumbnail_size) if entry.thumbnail else None
+    return StripItem(entry.job_id, entry.index, thumbnail, tooltip, done=True)

@@ -9,11 +9,11 @@ from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Krita
 
 from .bridge_package import DEFAULT_URL, MODEL_DEFAULT, PRESET_LABELS, STRENGTH_PRESETS, auto_guidance, auto_steps, auto_strength, p
 from .canvas import KritaCanvas
-from .controller import Connection, Controller, ViewState
+from .controller import Connection, Controller, StripItem, ViewState
 from .live import TICK_S, LiveState
 from .qt import QPixmap, Qt, QtCore, QtGui, QTimer, QtWidgets, Relay, image_from_rgba
 from .runner import JobRunner
-from .settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, SOURCE_LABELS, Settings, Source
+from .settings import MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, SOURCE_LABELS, Settings, Source
 
 DOCKER_ID = "img2img_bridge"
 SETTINGS_GROUP = "img2img_bridge"
@@ -62,6 +62,48 @@ class ImageView(QtWidgets.QLabel):
             return
         scaled = self._image.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
         self.setPixmap(QPixmap.fromImage(scaled))
+
+
+class HistoryStrip(QtWidgets.QListWidget):
+    """The thumbnails of the shown document's results, newest job first, a thin gap between jobs."""
+
+    ICON = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: object = None
+        self.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
+        self.setFlow(QtWidgets.QListView.Flow.LeftToRight)
+        self.setWrapping(True)
+        self.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
+        self.setMovement(QtWidgets.QListView.Movement.Static)
+        self.setIconSize(QtCore.QSize(self.ICON, self.ICON))
+        self.setMaximumHeight(2 * self.ICON + 40)
+
+    def show_items(self, jobs: tuple[tuple[StripItem, ...], ...], picked: tuple[str, int] | None) -> None:
+        if (jobs, picked) == self._shown:
+            return
+        self._shown = (jobs, picked)
+        self.blockSignals(True)
+        self.clear()
+        for number, items in enumerate(jobs):
+            if number:
+                gap = QtWidgets.QListWidgetItem("")
+                gap.setFlags(Qt.ItemFlag.NoItemFlags)
+                gap.setSizeHint(QtCore.QSize(6, self.ICON))
+                self.addItem(gap)
+            for item in items:
+                row = QtWidgets.QListWidgetItem(f"#{item.index + 1}" if item.done else "…")
+                if item.thumbnail is not None:
+                    row.setIcon(QtGui.QIcon(QPixmap.fromImage(image_from_rgba(*item.thumbnail))))
+                row.setToolTip(item.tooltip)
+                row.setData(Qt.ItemDataRole.UserRole, [item.job_id, item.index])
+                if not item.done:
+                    row.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                self.addItem(row)
+                if item.key == picked:
+                    row.setSelected(True)
+        self.blockSignals(False)
 
 
 class BridgeDocker(DockWidget):
@@ -120,6 +162,7 @@ class BridgeDocker(DockWidget):
             live_steps=None if live_steps == AUTO_STEPS else live_steps,
             live_on_canvas=self.live_canvas_check.isChecked(),
             match_seams=self.seams_check.isChecked(),
+            count=self.count_spin.value(),
         )
 
     def _save(self) -> None:
@@ -206,7 +249,11 @@ class BridgeDocker(DockWidget):
         self.used_seed_label = W.QLabel()
         self.reuse_seed_button = W.QPushButton("Reuse")
         self.reuse_seed_button.setToolTip("Fix the seed of the last result")
-        form.addRow("Seed", _row(self.seed_fixed_check, self.seed_edit))
+        self.count_spin = W.QSpinBox()
+        self.count_spin.setRange(1, MAX_COUNT)
+        self.count_spin.setValue(settings.count)
+        self.count_spin.setToolTip("Variations per Generate, seeds seed, seed + 1, …: pick one in the history strip")
+        form.addRow("Seed", _row(self.seed_fixed_check, self.seed_edit, W.QLabel("Variations"), self.count_spin))
         form.addRow("", _row(self.used_seed_label, self.reuse_seed_button, stretch_first=True))
         layout.addLayout(form)
 
@@ -236,6 +283,12 @@ class BridgeDocker(DockWidget):
         self.live_stats_label = W.QLabel()
         self.live_stats_label.setToolTip("Live frames shown per second; latency from a change seen on the canvas to its frame shown")
         layout.addWidget(self.live_stats_label)
+
+        self.strip = HistoryStrip()
+        layout.addWidget(self.strip)
+        self.reuse_settings_button = W.QPushButton("Reuse settings")
+        self.reuse_settings_button.setToolTip("Put the picked result's prompt, strength, steps, guidance, seed and model back")
+        layout.addLayout(_row(W.QLabel("History: click to show on the canvas"), self.reuse_settings_button, stretch_first=True))
 
         self.apply_button = W.QPushButton("Apply")
         self.apply_button.setToolTip("Keep the result as a new layer")
@@ -275,6 +328,8 @@ class BridgeDocker(DockWidget):
         self.live_check.toggled.connect(guard(c.set_live, with_args=True))
         self.model_combo.activated.connect(guard(self._select_model, with_args=True))
         self.reuse_seed_button.clicked.connect(guard(self._reuse_seed))
+        self.reuse_settings_button.clicked.connect(guard(self._reuse_settings))
+        self.strip.itemClicked.connect(guard(self._pick, with_args=True))
         self.strength_slider.valueChanged.connect(self._strength_moved)
         for name, button in self.preset_buttons.items():
             button.clicked.connect(lambda _=False, name=name: self._use_preset(name))
@@ -292,6 +347,7 @@ class BridgeDocker(DockWidget):
             self.live_steps_spin.valueChanged,
             self.live_canvas_check.toggled,
             self.seams_check.toggled,
+            self.count_spin.valueChanged,
         ):
             signal.connect(self._save)
 
@@ -339,6 +395,35 @@ class BridgeDocker(DockWidget):
             self.seed_edit.setText(str(seed))
             self.seed_fixed_check.setChecked(True)
 
+    def _pick(self, item: Any) -> None:
+        key = item.data(Qt.ItemDataRole.UserRole)
+        if key is not None:
+            self.controller.pick(str(key[0]), int(key[1]))
+
+    def _reuse_settings(self) -> None:
+        picked = self.controller.state.picked
+        settings = None if picked is None else self.controller.settings_of(*picked)
+        if settings is None:
+            return
+        self.prompt_edit.setPlainText(settings.prompt)
+        self.negative_edit.setText(settings.negative_prompt)
+        if settings.strength is None:
+            self._use_preset(MODEL_DEFAULT)
+        else:
+            self.strength_slider.setValue(round(settings.strength * 100))
+            self._strength_auto = False
+            self._show_recipe(self._recipe)
+        self.steps_spin.setValue(AUTO_STEPS if settings.steps is None else settings.steps)
+        self.guidance_spin.setValue(AUTO_GUIDANCE if settings.guidance is None else settings.guidance)
+        self.seed_edit.setText(str(settings.seed))
+        self.seed_fixed_check.setChecked(True)
+        if settings.model and settings.model != self.model_combo.currentText():
+            index = self.model_combo.findText(settings.model)
+            if index >= 0:
+                self.model_combo.setCurrentIndex(index)
+                self._select_model(index)
+        self._save()
+
     # --- controller output ----------------------------------------------------------------
 
     def _on_updates(self, updates: list[Any]) -> None:
@@ -374,6 +459,8 @@ class BridgeDocker(DockWidget):
             else:
                 self.live_view.show_rgba(*state.live_image)
         self.live_stats_label.setText(state.live_stats.describe() if live else "")
+        self.strip.show_items(state.strip, state.picked)
+        self.reuse_settings_button.setEnabled(state.picked is not None)
         self.status_label.setText(state.status)
         self.error_label.setText(state.error)
 

@@ -39,6 +39,7 @@ def build_request(spec: JobSpec, rgba: bytes) -> p.Generate:
         guidance=settings.guidance,
         seed=settings.request_seed,
         match_seams=settings.match_seams,
+        count=1 if spec.live else settings.count,
         # live results come fast and show in the docker; step previews would only slow them down
         preview_every=0 if spec.live else 1,
         live=spec.live,

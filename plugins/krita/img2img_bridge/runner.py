@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Union
 
 from . import pixels as px
-from .bridge_package import BridgeClient, ClientError, Rect, crop, describe_error, p, preview_pixels
+from .bridge_package import BridgeClient, ClientError, Rect, alpha_from_mask, crop, describe_error, p, preview_pixels, scale_nearest
 from .bridge_package import Disconnected as ClientDisconnected
 from .jobs import JobSpec, build_request
 
@@ -49,6 +49,10 @@ class JobQueued:
     position: int
 
 
+#: The longest side of the thumbnails previews and results carry for the docker's history strip.
+THUMBNAIL_SIDE = 96
+
+
 @dataclass(frozen=True)
 class JobProgress:
     """Denoising step ``step`` of the ``steps`` this job really runs (about the schedule × strength)."""
@@ -56,6 +60,7 @@ class JobProgress:
     job_id: str
     step: int
     steps: int
+    index: int = 0  # the variation
 
     @property
     def fraction(self) -> float:
@@ -69,6 +74,8 @@ class JobPreview:
     job_id: str
     rect: Rect
     pixels: bytes
+    index: int = 0  # the variation
+    thumbnail: tuple[bytes, int, int] | None = None  # RGBA 8-bit, at most THUMBNAIL_SIDE a side
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,13 @@ class JobResult:
     steps: int | None = None
     guidance: float | None = None
     strength: float | None = None
+    index: int = 0  # the variation ``index`` of ``count``; the job ends with the last
+    count: int = 1
+    thumbnail: tuple[bytes, int, int] | None = None  # ``view`` at most THUMBNAIL_SIDE a side, RGBA 8-bit
+
+    @property
+    def last(self) -> bool:
+        return self.index >= self.count - 1
 
 
 @dataclass(frozen=True)
@@ -300,7 +314,7 @@ class JobRunner:
         if isinstance(event, p.Queued):
             return JobQueued(job_id, event.position)
         if isinstance(event, p.Progress):
-            return JobProgress(job_id, event.step, event.steps)
+            return JobProgress(job_id, event.step, event.steps, event.index)
         if isinstance(event, p.Preview):
             return self._preview(job, event)
         if isinstance(event, p.Result):
@@ -314,8 +328,13 @@ class JobRunner:
     def _preview(self, job: _Job, event: p.Preview) -> JobPreview:
         capture = job.spec.capture
         rect = Rect(event.x, event.y, event.width, event.height)
-        rgba = preview_pixels(event, None if capture.mask is None else crop(capture.mask, capture.rect.width, rect, 1))
-        return JobPreview(job.spec.job_id, rect.translate(capture.rect.x, capture.rect.y), px.from_rgba8(rgba, capture.fmt))
+        rgba = preview_pixels(event, None)  # blown up to its region
+        # the history strip's thumbnail: the preview (blended over the source) in the sent region, as a result's view
+        thumbnail = _thumbnail(px.paste(job.rgba, capture.rect.width, rgba, rect, 4), capture.rect.width, capture.rect.height)
+        if capture.mask is not None:
+            rgba = alpha_from_mask(rgba, crop(capture.mask, capture.rect.width, rect, 1))
+        pixels = px.from_rgba8(rgba, capture.fmt)
+        return JobPreview(job.spec.job_id, rect.translate(capture.rect.x, capture.rect.y), pixels, event.index, thumbnail)
 
     def _result(self, job: _Job, event: p.Result) -> JobResult:
         capture = job.spec.capture
@@ -340,4 +359,13 @@ class JobRunner:
             event.steps,
             event.guidance,
             event.strength,
+            event.index,
+            event.count,
+            _thumbnail(view, capture.rect.width, capture.rect.height),
         )
+
+
+def _thumbnail(rgba: bytes, width: int, height: int) -> tuple[bytes, int, int]:
+    scale = min(1.0, THUMBNAIL_SIDE / max(width, height))
+    small_width, small_height = max(1, round(width * scale)), max(1, round(height * scale))
+    return scale_nearest(rgba, width, height, small_width, small_height), small_width, small_height

@@ -26,6 +26,7 @@ SOURCE_LABELS = {
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 100
 MAX_GUIDANCE = 30.0
+MAX_COUNT = 8  # the bridge's default ``limits.max_count``
 #: Settings written before recipes (no ``format`` key) stored every number even when the artist never chose it.
 FORMAT = "2"
 _RECIPE_FIELDS: dict[str, type] = {"strength": float, "steps": int, "guidance": float, "live_steps": int}
@@ -50,6 +51,7 @@ class Settings:
     live_steps: int | None = None
     live_on_canvas: bool = False  # live results also go to the [Preview] layer, not only the docker
     match_seams: bool = True  # selection and background jobs: colours matched to the kept pixels around them
+    count: int = 1  # variations of a one-shot job, seeds seed, seed + 1, ...
 
     @property
     def request_seed(self) -> int | None:
@@ -122,4 +124,5 @@ def _clamped(settings: Settings) -> Settings:
         guidance=clamp(settings.guidance, 0.0, MAX_GUIDANCE),
         live_steps=None if live_steps is None else int(live_steps),
         seed=min(MAX_SEED, max(0, settings.seed)),
+        count=min(MAX_COUNT, max(1, settings.count)),
     )

@@ -399,6 +399,49 @@ def scenario_documents(run: Run) -> dict[str, Any]:
     return out
 
 
+def scenario_variations(run: Run) -> dict[str, Any]:
+    """Four variations in the strip; the third, picked, is shown and applied exactly; the strip survives a switch."""
+    doc = run.document("u8.png")
+    controller = run.docker.controller
+    run.configure(source="layer", prompt="e2e variations", steps=8, seed=700)
+    run.docker.count_spin.setValue(4)
+    out: dict[str, Any] = {"job": run.generate()}
+    run.docker.count_spin.setValue(1)
+    strip = run.docker.strip
+    first_job = controller.state.strip[0]
+    job_id = first_job[0].job_id
+    out["first_job"] = [[item.index, item.done, item.thumbnail is not None] for item in first_job]
+    out["strip_icons"] = [not strip.item(i).icon().isNull() for i in range(4)]
+    out["previewed"] = sorted({u.index for u in run.updates if type(u).__name__ == "JobPreview" and u.job_id == job_id})
+    strip.itemClicked.emit(strip.item(2))
+    pump(100)
+    entry = controller.history.get(job_id, 2)
+    rect = entry.rect
+    shown = layer(doc, "[Preview]")
+    out["picked"] = list(controller.state.picked)
+    out["shown_is_the_third"] = bytes(shown.pixelData(rect.x, rect.y, rect.width, rect.height)) == entry.pixels
+    out["others_differ"] = [controller.history.get(job_id, i).pixels != entry.pixels for i in (0, 1, 3)]
+    run.docker.apply_button.click()
+    pump(100)
+    name = f"e2e variations (seed {entry.settings.seed})"
+    out["seed"], out["name_in_layers"] = entry.settings.seed, name in names(doc)
+    applied = layer(doc, name)
+    out["applied_is_the_third"] = bytes(applied.pixelData(rect.x, rect.y, rect.width, rect.height)) == entry.pixels
+    table = json.loads(bytes(doc.annotation("img2img-bridge-settings")) or b"{}")
+    out["annotation"] = table.get(applied.uniqueId().toString())
+    keys = [[item.key for item in items] for items in controller.state.strip]
+    run.document("deep.png")
+    pump(200)
+    out["other_document_first_job"] = [
+        list(k) for k in ([item.key for item in controller.state.strip[0]] if controller.state.strip else [])
+    ]
+    run.document("u8.png")
+    pump(200)
+    out["strip_survives"] = [[item.key for item in items] for items in controller.state.strip] == keys
+    out["this_job"] = [list(k) for k in keys[0]]
+    return out
+
+
 class LiveProbe:
     """Watches live mode from outside: submits, frames shown, and the plug-in's time on Krita's main thread.
 
@@ -689,6 +732,7 @@ SCENARIOS = [
     scenario_live,
     scenario_half_transparent,
     scenario_documents,
+    scenario_variations,
     scenario_live_stroke,
     scenario_u16,
     scenario_live_bench,  # scales u8.png up: after every other scenario on it

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from img2img_gimp.job import ResultLayer
 
 from bridge.editor import protocol as p
 from bridge.editor.client import ClientError
@@ -21,6 +23,8 @@ class FakeCanvas:
     preview: tuple[Rect, bytes] | None = None
     results: list[tuple[Rect, bytes, str]] = field(default_factory=list)
     result_masks: list[bytes | None] = field(default_factory=list)
+    result_settings: list[str] = field(default_factory=list)
+    groups: list[str | None] = field(default_factory=list)  # per add: the variations' group name, None for one result
     progress: list[tuple[float | None, str]] = field(default_factory=list)
     fail_on: str | None = None
 
@@ -51,14 +55,20 @@ class FakeCanvas:
         self._op("remove")
         self.preview = None
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
+    def add_results(self, results: Sequence[ResultLayer], group: str | None) -> None:
         assert not self.frozen, "result added while history is frozen: it would not be undoable"
         assert self.preview is None, "result added beside the preview"
-        assert len(rgba) == rect.width * rect.height * 4
-        assert mask is None or len(mask) == rect.width * rect.height
+        assert results and (group is not None) == (len(results) > 1), "a group holds two or more variations"
+        for layer in results:
+            rect = layer.rect
+            assert len(layer.rgba) == rect.width * rect.height * 4
+            assert layer.mask is None or len(layer.mask) == rect.width * rect.height
         self._op("result")
-        self.results.append((rect, rgba, name))
-        self.result_masks.append(mask)
+        self.groups.append(group)
+        for layer in results:
+            self.results.append((layer.rect, layer.rgba, layer.name))
+            self.result_masks.append(layer.mask)
+            self.result_settings.append(layer.settings)
 
     def set_progress(self, fraction: float | None, text: str) -> None:
         self.progress.append((fraction, text))

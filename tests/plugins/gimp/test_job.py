@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from img2img_gimp.job import ImageJob, JobState
 from img2img_gimp.request import build_request
@@ -8,6 +10,7 @@ from img2img_gimp.source import Source
 
 from bridge.editor import protocol as p
 from bridge.editor.client import Disconnected
+from bridge.editor.history import ResultSettings
 from bridge.editor.regions import Rect
 
 from .fakes import FakeBridge, FakeCanvas, model_state, welcome
@@ -256,3 +259,45 @@ def test_progress_follows_the_steps() -> None:
     job.start(welcome())
     job.handle(p.Progress("job", 0, 2, 4))
     assert canvas.progress[-1] == (0.5, "Img2Img: step 2 of 4")
+
+
+def variation(index: int, count: int, seed: int, rect: Rect = BOX) -> p.Result:
+    image = p.Image(rect.width, rect.height, bytes([index * 40, 100, 0, 255]) * (rect.width * rect.height))
+    return p.Result("job", index, count, image, rect.x, rect.y, seed, steps=4, guidance=0.0, strength=0.5)
+
+
+def test_variations_go_in_together_as_one_group_after_the_last_with_their_settings() -> None:
+    job, canvas, _bridge, ended = make_job()
+    job.start(welcome())
+    for event in (preview(1), variation(0, 3, 9), replace(preview(2), index=1), variation(1, 3, 10)):
+        job.handle(event)
+    assert canvas.results == [] and canvas.preview is not None, "nothing is added before the last variation"
+    job.handle(variation(2, 3, 11))
+    assert canvas.ops == ["freeze", "preview", "preview", "remove", "thaw", "result"], "one add: one undo step"
+    assert canvas.groups == ["a fox (3 variations)"]
+    assert [name for _, _, name in canvas.results] == ["a fox (seed 9)", "a fox (seed 10)", "a fox (seed 11)"]
+    assert [rgba[0] for _, rgba, _ in canvas.results] == [0, 40, 80]
+    settings = [ResultSettings.from_text(text) for text in canvas.result_settings]
+    assert [s.seed for s in settings] == [9, 10, 11]
+    assert settings[0] == ResultSettings("a fox", "", 0.5, 4, 0.0, 9, "tiny")
+    assert (job.state, job.seed, job.seeds, ended) == (JobState.FINISHED, 9, [9, 10, 11], ["end"])
+
+
+def test_variations_cut_short_by_an_error_add_nothing() -> None:
+    job, canvas, _, _ = make_job()
+    job.start(welcome())
+    job.handle(variation(0, 2, 9))
+    job.handle(p.Error(code=p.ErrorCode.OUT_OF_MEMORY, message="CUDA out of memory", job_id="job"))
+    assert canvas.results == [] and job.state is JobState.FAILED
+
+
+def test_the_preview_layer_follows_the_first_variation_still_being_made() -> None:
+    job, canvas, _, _ = make_job()
+    job.start(welcome())
+    first, second = preview(1), replace(preview(2), index=1)
+    job.handle(first)
+    job.handle(second)
+    assert canvas.preview is not None and canvas.preview[1][:4] == bytes([1, 0, 0, 255])
+    job.handle(variation(0, 2, 9))
+    job.handle(replace(preview(3), index=1))
+    assert canvas.preview is not None and canvas.preview[1][:4] == bytes([3, 0, 0, 255])

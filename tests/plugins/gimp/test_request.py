@@ -29,6 +29,7 @@ def test_request_carries_the_pixels_and_settings_and_passes_validation() -> None
         42,
     )
     assert request.count == 1
+    assert build_request(replace(SETTINGS, count=4), source, "job-1").count == 4
     request.validate(p.Limits())
     assert p.decode_client_message(p.encode(request)) == request
 

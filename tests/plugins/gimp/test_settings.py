@@ -160,3 +160,11 @@ def test_moving_the_strength_shows_the_matching_preset_or_exact() -> None:
 def test_seam_matching_is_on_unless_unticked() -> None:
     assert settings().match_seams is True
     assert settings(match_seams=False).match_seams is False
+
+
+def test_variations_are_one_by_default_and_checked() -> None:
+    assert settings().count == 1
+    assert settings(count=3).count == 3
+    for count in (0, 9):
+        with pytest.raises(PluginError, match="Variations"):
+            settings(count=count)

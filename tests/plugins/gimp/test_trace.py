@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from img2img_gimp.job import ResultLayer
 from img2img_gimp.trace import TRACE_ENV, TracingCanvas, traced
 
 from bridge.editor.regions import Rect
@@ -27,7 +28,7 @@ def test_every_call_is_passed_on_and_written_in_order(tmp_path: Path) -> None:
     canvas.set_progress(0.5, "half")
     canvas.remove_preview()
     canvas.thaw_history()
-    canvas.add_result(Rect(1, 2, 1, 1), bytes(4), "name", None)
+    canvas.add_results([ResultLayer(Rect(1, 2, 1, 1), bytes(4), None, "name", "{}")], None)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["op"] for line in lines] == [
         "freeze_history",
@@ -35,9 +36,9 @@ def test_every_call_is_passed_on_and_written_in_order(tmp_path: Path) -> None:
         "set_progress",
         "remove_preview",
         "thaw_history",
-        "add_result",
+        "add_results",
     ]
-    assert lines[1]["rect"] == [1, 2, 1, 1] and lines[-1]["name"] == "name" and lines[2]["fraction"] == 0.5
+    assert lines[1]["rect"] == [1, 2, 1, 1] and lines[-1]["names"] == ["name"] and lines[2]["fraction"] == 0.5
     assert inner.ops == ["freeze", "preview", "remove", "thaw", "result"]
 
 

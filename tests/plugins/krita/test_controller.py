@@ -15,6 +15,7 @@ from img2img_bridge.settings import Settings, Source
 from img2img_bridge.sources import Capture, CaptureError
 
 from bridge.editor import protocol as p
+from bridge.editor.history import ResultSettings
 from bridge.editor.regions import Rect
 
 RECT = Rect(0, 0, 2, 2)
@@ -35,6 +36,7 @@ class FakeCanvas:
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     captures: int = 0
     also_open: tuple[str, ...] = ()  # documents open beside the active one
+    applied_settings: list[ResultSettings | None] = field(default_factory=list)
 
     def active_document(self) -> object | None:
         return self.document
@@ -54,8 +56,11 @@ class FakeCanvas:
     def clear_preview(self, target: object) -> None:
         self.calls.append(("clear", target))
 
-    def apply_result(self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool) -> None:
+    def apply_result(
+        self, target: object, name: str, rect: Rect, pixels: bytes, *, from_preview: bool, settings: ResultSettings | None = None
+    ) -> None:
         self.calls.append(("apply", target, name, rect, pixels, from_preview))
+        self.applied_settings.append(settings)
 
     def kinds(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -510,3 +515,70 @@ def test_a_result_that_arrives_while_another_image_is_shown_waits_for_its_own() 
     h.canvas.document, h.canvas.also_open = "doc", ("other",)
     h.controller.document_changed()
     assert (h.state.seed, h.state.result_ready) == (5, True)
+
+
+# --- variations and the history strip -------------------------------------------------------
+
+
+def variation(job_id: str, index: int, count: int, seed: int) -> r.JobResult:
+    pixels = bytes([index]) * 16
+    return r.JobResult(job_id, RECT, pixels, seed, pixels, (2, 2), 4, 0.0, 0.5, index, count, (bytes([index]) * 4, 1, 1))
+
+
+def test_variations_stream_into_the_strip_and_any_one_is_picked_and_applied_exactly() -> None:
+    h = Harness(Settings(prompt="a fox", count=3))
+    h.online()
+    h.controller.generate()
+    (spec,) = h.runner.specs
+    job, target = spec.job_id, Place("doc", "Background")
+    assert [item.done for item in h.state.strip[0]] == [False, False, False]
+    previews = [r.JobPreview(job, RECT, bytes([10 + i]) * 16, i, (bytes([10 + i]) * 4, 1, 1)) for i in range(3)]
+    h.controller.handle(previews)
+    assert [item.thumbnail for item in h.state.strip[0]] == [(bytes([10 + i]) * 4, 1, 1) for i in range(3)]
+    assert h.canvas.calls == [("preview", target, RECT, bytes([10]) * 16)], "the canvas follows the first variation"
+    h.controller.handle([variation(job, 0, 3, 40), variation(job, 1, 3, 41)])
+    assert h.state.running and h.state.picked == (job, 0) and h.state.seed == 40
+    h.controller.handle([variation(job, 2, 3, 42)])
+    assert not h.state.running and "pick another" in h.state.status
+    strip = h.state.strip
+    assert [[item.key for item in items] for items in strip] == [[(job, 0), (job, 1), (job, 2)]]
+    assert all(item.done for item in strip[0]) and "seed 42, 4 steps, strength 0.50" in strip[0][2].tooltip
+    h.controller.pick(job, 2)
+    assert h.canvas.calls[-1] == ("preview", target, RECT, bytes([2]) * 16)
+    assert (h.state.picked, h.state.seed, h.state.result_ready) == ((job, 2), 42, True)
+    h.controller.apply()
+    assert h.canvas.calls[-1] == ("apply", target, "a fox (seed 42)", RECT, bytes([2]) * 16, True)
+    assert h.canvas.applied_settings[-1] == ResultSettings("a fox", "", 0.5, 4, 0.0, 42, "tiny")
+    settings = h.controller.settings_of(job, 1)
+    assert settings is not None and settings.seed == 41
+
+
+def test_the_history_belongs_to_its_document_and_survives_a_switch() -> None:
+    h = Harness(Settings(prompt="a fox", count=2))
+    h.online()
+    h.controller.document_changed()
+    h.controller.generate()
+    job = h.runner.specs[0].job_id
+    h.controller.handle([variation(job, 0, 2, 5), variation(job, 1, 2, 6)])
+    h.canvas.document, h.canvas.also_open = "other", ("doc",)
+    h.controller.document_changed()
+    assert h.state.strip == () and h.state.picked is None
+    h.controller.pick(job, 1)
+    assert h.state.picked is None, "a result of another document is not picked here"
+    h.canvas.document, h.canvas.also_open = "doc", ("other",)
+    h.controller.document_changed()
+    assert [item.key for item in h.controller.state.strip[0]] == [(job, 0), (job, 1)] and h.state.picked == (job, 0)
+    h.canvas.also_open = ()
+    h.canvas.document = "third"
+    h.controller.document_changed()
+    assert len(h.controller.history) == 0, "a closed document's history is let go"
+
+
+def test_a_new_job_goes_first_in_the_strip_and_one_job_is_one_group() -> None:
+    h = Harness(Settings(prompt="a fox", count=1))
+    h.online()
+    for seed in (1, 2):
+        h.controller.generate()
+        h.controller.handle([variation(h.runner.specs[-1].job_id, 0, 1, seed)])
+    first, second = (spec.job_id for spec in h.runner.specs)
+    assert [[item.key for item in items] for items in h.state.strip] == [[(second, 0)], [(first, 0)]]

@@ -134,6 +134,20 @@ out["worker_stopped"] = not docker.runner.alive
 again = dk.BridgeDocker()  # the next session, from the stored settings
 docker = again
 out["next_session"] = shown()
+from bridge.editor.history import HistoryEntry, ResultSettings
+from bridge.editor.regions import Rect
+from img2img_bridge.controller import StripItem
+reused = ResultSettings("reused fox", "blur", 0.35, 7, 2.5, 321, "")
+again.controller.history.add(HistoryEntry(None, "j1", 2, 3, reused, Rect(0, 0, 1, 1), bytes(4), bytes(4), (1, 1)))
+items = tuple(StripItem("j1", i, (bytes([i, 0, 0, 255]), 1, 1), "tip %%d" %% i, True) for i in range(3))
+again.controller._publish(strip=(items, (StripItem("j0", 0, None, "coming", False),)), picked=("j1", 2))
+strip = again.strip
+out["strip"] = [strip.count(), strip.item(2).isSelected(), strip.item(2).toolTip(), not strip.item(0).icon().isNull(), strip.item(4).text()]
+again.reuse_settings_button.click()
+s = again.settings()
+out["reused_settings"] = [s.prompt, s.negative_prompt, s.strength, s.steps, s.guidance, s.seed, s.fixed_seed]
+again.count_spin.setValue(4)
+out["count"] = [again.settings().count, Krita.app.settings[("img2img_bridge", "count")]]
 again.shutdown()
 print(json.dumps(out))
 """
@@ -152,6 +166,9 @@ def test_docker_builds_and_binds_its_widgets(binding: str, pykrita: Path) -> Non
     assert out["live_stats"] == "24.0 fps · latency 50 ms · capture 1.5 ms" and out["live_stats_off"] == ""
     assert out["seed_label"] == "Seed used: 5" and out["reused"] == "5"
     assert out["worker_stopped"] is True
+    assert out["strip"] == [5, True, "tip 2", True, "…"], "3 thumbnails, a gap between jobs, one still coming"
+    assert out["reused_settings"] == ["reused fox", "blur", 0.35, 7, 2.5, 321, True]
+    assert out["count"] == [4, "4"]
 
 
 @pytest.mark.parametrize("binding", BINDINGS)

@@ -27,6 +27,7 @@ FIELDS = (
     "guidance",
     "random-seed",
     "seed",
+    "count",
     "match-seams",
     "bridge-url",
 )

@@ -6,9 +6,11 @@ The only module besides the entry file that calls GIMP; call it on the plug-in's
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
-from .bridge_package import Rect
+from .bridge_package import SETTINGS_KEY, Rect
+from .job import ResultLayer
 from .pixels import mask_runs
 
 Gimp: Any = importlib.import_module("gi.repository.Gimp")
@@ -28,7 +30,9 @@ class GimpCanvas:
     def __init__(self, image: Any, layer: Any) -> None:
         self.image = image
         self.layer = layer
-        self.result: Any = None
+        self.result: Any = None  # the first (shown) result layer
+        self.results: list[Any] = []
+        self.group: Any = None  # the layer group holding the variations, when there are several
         self._preview: Any = None
         self._preview_rect: Rect | None = None
 
@@ -82,36 +86,52 @@ class GimpCanvas:
             self._preview, self._preview_rect = None, None
             Gimp.displays_flush()
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
-        """Add a copy of the source (its mask, opacity, mode and alpha kept) with the result written in, and
-        hide the source and its earlier results: the canvas then shows the source replaced by the result,
-        whatever its alpha. A group's projection cannot be written: its result is a layer over the area.
+    def add_results(self, results: Sequence[ResultLayer], group: str | None) -> None:
+        """Add, for each result, a copy of the source (its mask, opacity, mode and alpha kept) with the result
+        written in, and hide the source and its earlier results: the canvas then shows the source replaced by
+        the first result, whatever its alpha. With ``group`` the copies go into a new layer group of that name,
+        the first visible and the others hidden. A group's projection cannot be written: its result is a layer
+        over the area. Each layer carries its settings (a parasite). All of it is one undo step.
         """
         self.image.undo_group_start()
         try:
-            replaces = not self.layer.is_group()
-            if replaces:
-                layer = self.layer.copy()
-                layer.set_name(name)
-                layer.set_visible(True)  # the source may be hidden by an earlier run
-                origin = self._offsets()
-            else:
-                layer = self._new_layer(name, rect)
-                origin = (rect.x, rect.y)
-            layer.attach_parasite(Gimp.Parasite.new(RESULT_MARK, 0, str(self.layer.get_id()).encode()))
             earlier = self._earlier_results()
             position = min([self.image.get_item_position(item) for item in [self.layer, *earlier]])
-            self.image.insert_layer(layer, self.layer.get_parent(), position)
-            local = rect.translate(-origin[0], -origin[1])
-            self._write(layer, local, rgba, mask)
-            if replaces:
+            parent = self.layer.get_parent()
+            holder = None
+            if group is not None:
+                holder = Gimp.GroupLayer.new(self.image, group)
+                self.image.insert_layer(holder, parent, position)
+                parent, position = holder, 0
+            layers = []
+            for index, result in enumerate(results):
+                layer = self._result_layer(result)
+                layer.set_visible(index == 0)
+                self.image.insert_layer(layer, parent, position + index)
+                origin = (result.rect.x, result.rect.y) if self.layer.is_group() else self._offsets()
+                self._write(layer, result.rect.translate(-origin[0], -origin[1]), result.rgba, result.mask)
+                layers.append(layer)
+            added = holder if holder is not None else layers[0]
+            added.attach_parasite(Gimp.Parasite.new(RESULT_MARK, 0, str(self.layer.get_id()).encode()))
+            if not self.layer.is_group():
                 for shown in [self.layer, *earlier]:
                     if shown.get_visible():
                         shown.set_visible(False)
         finally:
             self.image.undo_group_end()
-        self.image.set_selected_layers([layer])
-        self.result = layer
+        self.image.set_selected_layers([layers[0]])
+        self.result = layers[0]
+        self.results = layers
+        self.group = holder
+
+    def _result_layer(self, result: ResultLayer) -> Any:
+        if self.layer.is_group():
+            layer = self._new_layer(result.name, result.rect)
+        else:
+            layer = self.layer.copy()
+            layer.set_name(result.name)
+        layer.attach_parasite(Gimp.Parasite.new(SETTINGS_KEY, Gimp.PARASITE_PERSISTENT, result.settings.encode()))
+        return layer
 
     def set_progress(self, fraction: float | None, text: str) -> None:
         Gimp.progress_set_text(text)

@@ -8,11 +8,25 @@ on, as one undoable step. Every method runs on the editor's main thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from .bridge_package import ClientError, Disconnected, Rect, crop, describe_loading, loading_fraction, p, preview_pixels, result_layer_name
+from .bridge_package import (
+    ClientError,
+    Disconnected,
+    Rect,
+    crop,
+    describe_loading,
+    loading_fraction,
+    p,
+    preview_pixels,
+    result_layer_name,
+    result_settings,
+    used_by,
+    variation_group_name,
+)
 from .errors import MODEL_HINT, describe_client_error, describe_disconnect, describe_error
 from .source import Source
 
@@ -31,6 +45,17 @@ class JobState(Enum):
 ENDED = frozenset({JobState.FINISHED, JobState.FAILED, JobState.CANCELLED})
 
 
+@dataclass(frozen=True)
+class ResultLayer:
+    """One variation to add: ``rgba`` for ``rect`` (image coordinates), written where ``mask`` is not 0."""
+
+    rect: Rect
+    rgba: bytes
+    mask: bytes | None  # one byte a pixel of ``rect``; None: the whole rectangle changes
+    name: str
+    settings: str  # ``ResultSettings.to_text()``, attached to the layer
+
+
 class Canvas(Protocol):
     """What a job does to the image; rectangles are in image coordinates, pixels RGBA u8."""
 
@@ -44,10 +69,10 @@ class Canvas(Protocol):
 
     def remove_preview(self) -> None: ...
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
-        """Show the source replaced by the result as one undoable step; ``rgba`` goes where ``mask`` is not 0.
+    def add_results(self, results: Sequence[ResultLayer], group: str | None) -> None:
+        """Show the source replaced by the first result, all in one undoable step.
 
-        ``mask`` (one byte a pixel of ``rect``) is None when the whole rectangle changes.
+        With ``group`` the results go into a new layer group of that name, the first visible and the others hidden.
         """
         ...
 
@@ -83,7 +108,9 @@ class ImageJob:
         self.on_end = on_end
         self.state = JobState.READY
         self.error: str | None = None
-        self.seed: int | None = None
+        self.seed: int | None = None  # the first variation's
+        self.seeds: list[int] = []
+        self.model = ""  # the model that ran it, as the bridge named it
         # the steps, guidance and strength the last result ran with, as the bridge reported them
         self.used: tuple[int | None, float | None, float | None] = (None, None, None)
         self.result_rect: Rect | None = None
@@ -91,6 +118,7 @@ class ImageJob:
         self._wanted_model: str | None = None
         self._frozen = False
         self._preview_shown = False
+        self._arrived: list[ResultLayer] = []
 
     @property
     def ended(self) -> bool:
@@ -112,6 +140,7 @@ class ImageJob:
             return
         current = welcome.model
         wanted = model or None
+        self.model = model or current.name or ""
         if wanted is not None and not (current.name == wanted and current.status is p.ModelStatus.READY):
             self._wanted_model = wanted
             self.state = JobState.LOADING_MODEL
@@ -180,6 +209,8 @@ class ImageJob:
         self._send(lambda: self.bridge.generate(self.request))
 
     def _on_preview(self, preview: p.Preview) -> None:
+        if preview.index != len(self._arrived):
+            return  # variations preview together: the layer follows the first one still being made
         area = Rect(preview.x, preview.y, preview.width, preview.height)
         if not self._inside_source(area) or preview.image.encoding not in p.BASIC_ENCODINGS:
             return  # a preview is a courtesy: skip one that cannot be shown
@@ -211,19 +242,29 @@ class ImageJob:
             return
         mask = None if self.source.mask is None else crop(self.source.mask, self.source.rect.width, area, 1)
         rect = area.translate(self.source.rect.x, self.source.rect.y)
+        request = self.request
+        asked = (request.strength, request.steps, request.guidance)
+        settings = result_settings(request.prompt, request.negative_prompt, result.seed, self.model, asked=asked, used=used_by(result))
+        settings_text = settings.to_text()
+        self._arrived.append(ResultLayer(rect, rgba, mask, result_layer_name(request.prompt, result.seed), settings_text))
+        self.seeds.append(result.seed)
+        if self.seed is None:
+            self.seed, self.result_rect = result.seed, rect
+            self.used = (result.steps, result.guidance, result.strength)
+        if not result.last:
+            return  # the variations go in together: one undo step, never one held open across the network
         failure = self._clear_preview()
         if failure:
             self._fail(failure, cancel_remote=False)
             return
+        arrived, self._arrived = self._arrived, []
+        group = variation_group_name(self.request.prompt, len(arrived)) if len(arrived) > 1 else None
         try:
-            self.canvas.add_result(rect, rgba, result_layer_name(self.request.prompt, result.seed), mask)
+            self.canvas.add_results(arrived, group)
         except Exception as exc:
             self._fail(f"GIMP could not add the result layer: {exc}", cancel_remote=False)
             return
-        self.seed, self.result_rect = result.seed, rect
-        self.used = (result.steps, result.guidance, result.strength)
-        if result.last:
-            self._end(JobState.FINISHED)
+        self._end(JobState.FINISHED)
 
     # --- endings ------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ def build_request(settings: JobSettings, source: Source, job_id: str, recipe: p.
         steps=settings.steps,
         guidance=settings.guidance,
         seed=settings.seed,
+        count=settings.count,
         match_seams=settings.match_seams,
         preview_every=preview_every(settings.steps, settings.strength, recipe),
     )

@@ -14,6 +14,7 @@ from .errors import PluginError
 EXACT = "exact"
 MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit signed
 MAX_STEPS = 100
+MAX_COUNT = 8  # the bridge's default ``limits.max_count``
 #: Scripts say "the model's recipe" with these values (GIMP arguments cannot be unset).
 AUTO_STEPS = 0
 AUTO_GUIDANCE = -1.0
@@ -100,6 +101,9 @@ ARGUMENTS: tuple[Argument, ...] = (
     ),
     BoolArg("random-seed", "R_andom seed", "Pick a new seed each run (the seed used is reported back)", True),
     IntArg("seed", "See_d", "The seed when Random seed is off; holds the last seed used after a run", 0, MAX_SEED, 0),
+    IntArg(
+        "count", "_Variations", "How many results, with seeds seed, seed+1, ...; more than one arrive in a layer group", 1, MAX_COUNT, 1
+    ),
     BoolArg("match-seams", "Match _seams", "Match the regenerated area's colours to the pixels around it (selections)", True),
     StringArg("model", "_Model", "The bridge's model to use; empty keeps the loaded one", ""),
     StringArg("bridge-url", "_Bridge URL", "Where the bridge listens", DEFAULT_URL),
@@ -119,6 +123,7 @@ class JobSettings:
     model: str
     url: str
     match_seams: bool = True  # with a selection: colours matched to the kept pixels around it
+    count: int = 1  # variations, seeds seed, seed + 1, ...
 
     @classmethod
     def from_arguments(cls, get: Callable[[str], Any]) -> JobSettings:
@@ -133,6 +138,9 @@ class JobSettings:
         seed = None if bool(get("random-seed")) else int(_number(get, "seed"))
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise PluginError(f"Seed is {seed}; it must be between 0 and {MAX_SEED}.")
+        count = int(_number(get, "count"))
+        if not 1 <= count <= MAX_COUNT:
+            raise PluginError(f"Variations is {count}; it must be between 1 and {MAX_COUNT}.")
         url = str(get("bridge-url") or "").strip() or DEFAULT_URL
         try:
             url = normalize_url(url)
@@ -148,6 +156,7 @@ class JobSettings:
             model=str(get("model") or "").strip(),
             url=url,
             match_seams=bool(get("match-seams")),
+            count=count,
         )
 
     def with_seed(self, rng: random.Random) -> JobSettings:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .bridge_package import Rect
-from .job import Canvas
+from .job import Canvas, ResultLayer
 
 TRACE_ENV = "IMG2IMG_BRIDGE_TRACE"
 
@@ -43,9 +43,10 @@ class TracingCanvas:
         self.inner.remove_preview()
         self._write("remove_preview")
 
-    def add_result(self, rect: Rect, rgba: bytes, name: str, mask: bytes | None) -> None:
-        self.inner.add_result(rect, rgba, name, mask)
-        self._write("add_result", rect=_box(rect), name=name)
+    def add_results(self, results: Sequence[ResultLayer], group: str | None) -> None:
+        self.inner.add_results(results, group)
+        first = results[0]
+        self._write("add_results", rect=_box(first.rect), name=first.name, names=[r.name for r in results], group=group)
 
     def set_progress(self, fraction: float | None, text: str) -> None:
         self.inner.set_progress(fraction, text)
