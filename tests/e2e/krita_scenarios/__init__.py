@@ -674,6 +674,7 @@ def scenario_u16(run: Run) -> dict[str, Any]:
     # two boxes: their bounding box, which the bridge sends back, holds unselected pixels between them
     first, second = (feathered_box(width, height, box, 3) for box in ((4, 4, 14, 14), (28, 20, 44, 36)))
     mask = bytes(max(a, b) for a, b in zip(first, second, strict=True))
+    run.activate_bottom_layer(doc)  # the source again, not the result just applied
     select(doc, mask)
     run.configure(source="selection", prompt="e2e sixteen selection")
     out["selection"] = run.generate()
