@@ -76,7 +76,12 @@ def krita_run(chroot_root: Path, bridge_url: str, echo_url: str, tmp_path_factor
     res = chroot.krita_gui(
         chroot_root,
         home=home,
-        env={"IMG2IMG_KRITA_SCENARIOS": out, "IMG2IMG_KRITA_ECHO_URL": echo_url},
+        # IMG2IMG_KRITA_ONLY (comma-separated scenario names) plays only those, for a quick run of one test
+        env={
+            "IMG2IMG_KRITA_SCENARIOS": out,
+            "IMG2IMG_KRITA_ECHO_URL": echo_url,
+            "IMG2IMG_KRITA_ONLY": os.environ.get("IMG2IMG_KRITA_ONLY", ""),
+        },
         timeout=720,
         done_file=out,
         files=[f"{home}/u8.png", f"{home}/deep.png"],
