@@ -72,6 +72,7 @@ class Run:
         return self.docker.controller.state
 
     def document(self, suffix: str) -> Any:
+        wait_until(lambda: any(d.fileName().endswith(suffix) for d in self.app.documents()), 30)  # files open one by one
         doc = next(d for d in self.app.documents() if d.fileName().endswith(suffix))
         mdi = self.window.qwindow().findChild(QMdiArea)
         for sub, view in zip(mdi.subWindowList(), self.window.views(), strict=True):
