@@ -83,6 +83,7 @@ class Run:
         return self.docker.controller.state
 
     def document(self, suffix: str) -> Any:
+        wait_until(lambda: any(d.fileName().endswith(suffix) for d in self.app.documents()), 30)  # files open one by one
         doc = next(d for d in self.app.documents() if d.fileName().endswith(suffix))
         mdi = self.window.qwindow().findChild(QMdiArea)
         for sub, view in zip(mdi.subWindowList(), self.window.views(), strict=True):
@@ -133,10 +134,10 @@ class Run:
         d.seed_fixed_check.setChecked(seed is not None)
         d.seed_edit.setText(str(seed or 0))
 
-    def generate(self) -> dict[str, Any]:
+    def generate(self, timeout: float = JOB_TIMEOUT) -> dict[str, Any]:
         """Click Generate and wait for the result (or an error)."""
         self.docker.generate_button.click()
-        finished = wait_until(lambda: not self.state.running)
+        finished = wait_until(lambda: not self.state.running, timeout)
         return {
             "finished": finished,
             "ready": self.state.result_ready,
@@ -403,9 +404,9 @@ def scenario_variations(run: Run) -> dict[str, Any]:
     """Four variations in the strip; the third, picked, is shown and applied exactly; the strip survives a switch."""
     doc = run.document("u8.png")
     controller = run.docker.controller
-    run.configure(source="layer", prompt="e2e variations", steps=8, seed=700)
+    run.configure(source="layer", prompt="e2e variations", steps=3, seed=700)
     run.docker.count_spin.setValue(4)
-    out: dict[str, Any] = {"job": run.generate()}
+    out: dict[str, Any] = {"job": run.generate(timeout=4 * JOB_TIMEOUT)}
     run.docker.count_spin.setValue(1)
     strip = run.docker.strip
     first_job = controller.state.strip[0]

@@ -89,6 +89,23 @@ def test_whole_layer_job_streams_previews_then_the_result(online: tuple[r.JobRun
     assert progress[-1].steps == 2  # the steps that ran: 2 × strength 1.0
 
 
+def test_variations_carry_their_index_and_thumbnails_and_the_last_ends_the_job(online: tuple[r.JobRunner, Updates]) -> None:
+    runner, updates = online
+    rect = Rect(0, 0, 64, 48)
+    settings = Settings(prompt="a red fox", steps=3, strength=1.0, fixed_seed=True, seed=20, count=3)
+    spec = JobSpec.new(Capture(rect, pattern(64, 48, U8), U8, None), settings)
+    runner.submit(spec)
+    results = [updates.wait(r.JobResult, timeout=5 * TIMEOUT, job_id=spec.job_id) for _ in range(3)]
+    assert [(u.index, u.count, u.seed, u.last) for u in results] == [(0, 3, 20, False), (1, 3, 21, False), (2, 3, 22, True)]
+    for result in results:
+        assert result.thumbnail is not None and result.thumbnail[1:] == (64, 48)
+        assert len(result.thumbnail[0]) == 64 * 48 * 4
+    previews = [u for u in updates.seen if isinstance(u, r.JobPreview)]
+    assert {u.index for u in previews} == {0, 1, 2}
+    assert all(u.thumbnail is not None and len(u.thumbnail[0]) == u.thumbnail[1] * u.thumbnail[2] * 4 for u in previews)
+    assert {u.index for u in updates.seen if isinstance(u, r.JobProgress)} == {0, 1, 2}
+
+
 def test_a_job_left_at_auto_runs_the_loaded_models_recipe(online: tuple[r.JobRunner, Updates]) -> None:
     runner, updates = online
     runner.list_models()
