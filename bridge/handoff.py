@@ -21,6 +21,10 @@ log = logging.getLogger("img2img_bridge")
 _R = TypeVar("_R", p.Image, p.Mask)
 
 
+#: the most bytes of spare segments a bridge keeps allocated for the next frames
+SPARE_BYTES = 128 << 20
+
+
 class SharedMemoryHost:
     """Offers the hand-off to loopback clients of this user, maps the segments they name, writes results into new ones.
 
@@ -33,7 +37,7 @@ class SharedMemoryHost:
     is written into pages that are ready.
     """
 
-    def __init__(self, folder: Path | None = None, spare_bytes: int = 128 << 20) -> None:
+    def __init__(self, folder: Path | None = None, spare_bytes: int = SPARE_BYTES) -> None:
         self.folder = shm.private_folder(folder or shm.default_folder(), create=True)
         swept = shm.sweep(self.folder)
         if swept:
