@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import struct
-import time
 
 import pytest
 from img2img_bridge import pixels as px
@@ -107,10 +106,8 @@ def test_paste_writes_a_patch_into_its_rectangle() -> None:
     assert out == bytes([0, 0, 0, 0, 0, 1, 2, 0, 0, 3, 4, 0])
 
 
-def test_a_megapixel_converts_in_well_under_a_second() -> None:
+def test_a_megapixel_round_trips_exactly_in_every_depth() -> None:
+    # how fast it converts is measured by the live benchmark (bench/, docs/benchmarks.md), not asserted here
     rgba = every_byte_value() * 4096  # 1024 x 1024
     for fmt in (px.U8, px.PixelFormat(px.Depth.U16), px.PixelFormat(px.Depth.F32, linear=True)):
-        raw = px.from_rgba8(rgba, fmt)
-        start = time.perf_counter()
-        assert px.to_rgba8(raw, fmt) == rgba
-        assert time.perf_counter() - start < 1.5, fmt
+        assert px.to_rgba8(px.from_rgba8(rgba, fmt), fmt) == rgba, fmt
