@@ -101,7 +101,7 @@ def test_variations_carry_their_index_and_thumbnails_and_the_last_ends_the_job(o
         assert result.thumbnail is not None and result.thumbnail[1:] == (64, 48)
         assert len(result.thumbnail[0]) == 64 * 48 * 4
     previews = [u for u in updates.seen if isinstance(u, r.JobPreview)]
-    assert {u.index for u in previews} == {0, 1, 2}
+    assert previews and {u.index for u in previews} <= {0, 1, 2}  # previews are dropped when the client is behind
     assert all(u.thumbnail is not None and len(u.thumbnail[0]) == u.thumbnail[1] * u.thumbnail[2] * 4 for u in previews)
     assert {u.index for u in updates.seen if isinstance(u, r.JobProgress)} == {0, 1, 2}
 
