@@ -170,7 +170,8 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: str, transport: a
             transport.abort()
 
 
-#: progress events at most this often (a variation's last step always goes): each one wakes the loop and the client
+#: progress events at most this often per variation (its last step always goes at once, a held-back step once
+#: the interval is over): each one wakes the loop and the client
 PROGRESS_INTERVAL_S = 0.05
 
 
@@ -189,7 +190,9 @@ class _JobHooks:
         self._lock = threading.Lock()
         #: raised by ``seal``: a preview rendered for an earlier epoch is not sent
         self._epoch = 0
-        self._progress_sent = float("-inf")
+        #: per variation: when its last progress went, and the newest one held back until the interval is over
+        self._progress_sent: dict[int, float] = {}
+        self._progress_due: dict[int, p.Progress] = {}
         self.steps_run = 0
 
     def cancelled(self) -> bool:
@@ -198,11 +201,28 @@ class _JobHooks:
     def progress(self, index: int, step: int, steps: int) -> None:
         self.steps_run += 1
         self.job.progress = (index, step, steps)
+        message = p.Progress(job_id=self.job.job_id, index=index, step=step, steps=steps)
         now = time.monotonic()
-        if step < steps and now - self._progress_sent < PROGRESS_INTERVAL_S:
-            return
-        self._progress_sent = now
-        self.conn.send_threadsafe(p.Progress(job_id=self.job.job_id, index=index, step=step, steps=steps))
+        with self._lock:
+            wait = self._progress_sent.get(index, float("-inf")) + PROGRESS_INTERVAL_S - now
+            if step < steps and wait > 0:
+                # held back, not dropped: a step that stalls after fast ones still shows where the job is
+                if index not in self._progress_due:
+                    self.conn.loop.call_soon_threadsafe(self.conn.loop.call_later, wait, self._send_due_progress, index)
+                self._progress_due[index] = message
+                return
+            self._progress_due.pop(index, None)
+            self._progress_sent[index] = now
+        self.conn.send_threadsafe(message)
+
+    def _send_due_progress(self, index: int) -> None:
+        """On the event loop, once a held-back progress's interval is over (unless a newer one or the result went)."""
+        with self._lock:
+            message = self._progress_due.pop(index, None)
+            if message is None:
+                return
+            self._progress_sent[index] = time.monotonic()
+        self.conn.send_threadsafe(message)
 
     def preview(self, frame: Any) -> None:
         # a preview of this variation still being encoded, or frames still waiting for the socket (beyond one
@@ -245,10 +265,11 @@ class _JobHooks:
             )
 
     def seal(self) -> None:
-        """A result (or the job's end) goes out next: a preview still being rendered is dropped, not waited for."""
+        """A result (or the job's end) goes out next: a preview still being rendered, or a progress held back, is dropped."""
         with self._lock:
             self._epoch += 1
             self._busy.clear()
+            self._progress_due.clear()
 
 
 class Bridge:

@@ -200,10 +200,26 @@ def test_progress_is_throttled_and_the_last_step_always_goes(monkeypatch: pytest
     from bridge import server
 
     sent: list[p.Message] = []
+    timers: list[tuple[float, Callable[..., None], tuple[Any, ...]]] = []
+
+    class Loop:
+        def call_soon_threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
+            callback(*args)
+
+        def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
+            timers.append((delay, callback, args))
 
     class Conn:
+        loop = Loop()
+
         def send_threadsafe(self, message: p.Message, droppable: bool = False) -> None:
             sent.append(message)
+
+    def fire_timers() -> None:
+        while timers:
+            delay, callback, args = timers.pop(0)
+            clock[0] += delay
+            callback(*args)
 
     clock = [100.0]
     monkeypatch.setattr(server.time, "monotonic", lambda: clock[0])
@@ -211,8 +227,26 @@ def test_progress_is_throttled_and_the_last_step_always_goes(monkeypatch: pytest
     for step in range(1, 11):
         hooks.progress(0, step, 10)
         clock[0] += server.PROGRESS_INTERVAL_S / 4
+    fire_timers()  # every held-back step was overtaken by a newer one that went
     assert [m.step for m in sent if isinstance(m, p.Progress)] == [1, 5, 9, 10]
     assert hooks.steps_run == 10
+
+    # a step that stalls right after a fast one is shown once the interval is over, not left behind
+    sent.clear()
+    hooks = server._JobHooks(Job(request=request(photo(8, 8)), owner=None), Conn(), None)  # type: ignore[arg-type]
+    hooks.progress(0, 1, 4)
+    hooks.progress(1, 1, 4)  # another variation of the batch has its own interval
+    hooks.progress(0, 2, 4)
+    assert [(m.index, m.step) for m in sent if isinstance(m, p.Progress)] == [(0, 1), (1, 1)]
+    fire_timers()
+    assert [(m.index, m.step) for m in sent if isinstance(m, p.Progress)] == [(0, 1), (1, 1), (0, 2)]
+
+    # a result seals the job: what was held back is not sent after it
+    sent.clear()
+    hooks.progress(0, 3, 4)
+    hooks.seal()
+    fire_timers()
+    assert sent == []
 
 
 def test_a_preview_being_rendered_never_delays_the_result(bridge: RunningBridge, connect: Connect, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -278,7 +312,12 @@ def test_a_batch_of_variations_previews_each_of_them_before_the_results(connect:
     assert previews == {0, 1, 2}, "every variation of the batch streams previews"
     assert p.Preview not in kinds[kinds.index(p.Result) :], "no preview after the first result"
     progress = [(e.index, e.step) for e in events.seen if isinstance(e, p.Progress)]
-    assert progress == [(index, step) for step in range(1, 9) for index in range(3)], "one batch: the variations step together"
+    # each variation's progress in order, throttled on its own, its first and last step always
+    for index in range(3):
+        steps = [step for i, step in progress if i == index]
+        assert steps[0] == 1 and steps[-1] == 8 and steps == sorted(set(steps)), (index, steps)
+    results = [e for e in events.seen if isinstance(e, p.Result)]
+    assert [r.timings["batch"] for r in results] == [3.0, 3.0, 3.0], "one batch: the variations step together"
 
 
 def test_cancel_mid_job_and_the_connection_stays_usable(bridge: RunningBridge, connect: Connect) -> None:

@@ -29,6 +29,11 @@ from tests.wheel_install import ROOT, WheelInstall
 pytestmark = pytest.mark.editor("krita")
 HERE = Path(__file__).resolve().parent
 KRITA_IMPORTER = "/usr/share/krita/pykrita/plugin_importer/plugin_importer.py"  # Tools > Scripts > Import Python Plugin
+# its command-line entry, as Krita runs the module: Krita 5.3 and later import ``i18n`` from the builtins Krita fills in
+RUN_IMPORTER = (
+    "import builtins, runpy, sys; builtins.i18n = getattr(builtins, 'i18n', lambda text, *args: text); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 # a second plug-in, as other AI plug-ins are: its own websockets (another version) imported as top-level ``websockets``
 OTHER_PLUGIN = """
 import json, os, sys
@@ -101,7 +106,7 @@ def krita_run(
     zip_file = f"{home}/zips/img2img_bridge-krita.zip"
     (host_home / chroot.PYKRITA_DIR).parent.mkdir(parents=True, exist_ok=True)  # Krita's resource folder, which it always has
     imported = chroot.run_in_chroot(
-        chroot_root, ["python3", KRITA_IMPORTER, zip_file, f"{home}/.local/share/krita"], home=home, timeout=120
+        chroot_root, ["python3", "-c", RUN_IMPORTER, KRITA_IMPORTER, zip_file, f"{home}/.local/share/krita"], home=home, timeout=120
     )
     assert imported.returncode == 0 and "Imported plugin: img2img Bridge" in imported.stdout, imported.describe()
     direct = host_home / "install-plugins"

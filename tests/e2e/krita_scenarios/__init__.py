@@ -285,11 +285,13 @@ def scenario_live(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {"live_on": controller.live.state.value, "timer": run.docker.live_timer.isActive()}
     wait_until(lambda: controller.live.in_flight is not None, 10)
     edits = 6
-    for i in range(edits):  # successive strokes, 60 ms apart: closer together than a tiny-model frame here
+    # successive strokes while the first frame is in flight, within one turn of Krita's event loop (the frame's end
+    # cannot be seen before they are all in, however fast the bridge is): they come out as one job, the newest state
+    for i in range(edits):
         patch = bytes([40 * i % 256, 200, 30 * i % 256, 255]) * (8 * 8)
         source.setPixelData(QByteArray(patch), 4 + 6 * i, 4, 8, 8)
         doc.refreshProjection()
-        pump(60)
+    pump(60)
     final = pixels(source, doc)
 
     def final_rendered() -> bool:
