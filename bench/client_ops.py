@@ -66,8 +66,14 @@ class Clients:
         key = (url, variant)
         client = self._open.get(key)
         if client is None or not client.connected:
-            shared = client_patches.shares_memory(client_patches.parse_variant(variant))
-            client = bridge_client.BridgeClient(url, name=f"bench-{variant}", timeout=30, shared_memory=shared)
+            patches = client_patches.parse_variant(variant)
+            client = bridge_client.BridgeClient(
+                url,
+                name=f"bench-{variant}",
+                timeout=30,
+                shared_memory=client_patches.shares_memory(patches),
+                raw_frames=client_patches.raw_frames(patches),
+            )
             client.connect()
             self._open[key] = client
         return client

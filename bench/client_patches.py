@@ -8,6 +8,8 @@ to whichever websockets and msgpack it runs with (pure-Python copies or not).
   it measures what masking still costs the pure-Python client.
 - ``socket``: the client declines the same-machine hand-off (``shared_memory=False``),
   so the pixels travel through the websocket as they do to a remote bridge.
+- ``msgpack-pixels``: the client does not ask for raw frames (``raw_frames=False``), so
+  on the websocket the pixels travel inside the msgpack message, as before raw frames.
 
 The earlier prototypes (chunked mask, fragments, pieces, 1 MiB reads, the
 protocol's own decoder, releasing frames) shipped in commit 125bcd2; their
@@ -22,9 +24,11 @@ from typing import Any, Callable
 
 from bridge.editor.dependencies import websockets_frames
 
-PATCHES = ("zero-mask", "socket")
+PATCHES = ("zero-mask", "socket", "msgpack-pixels")
 #: the variant that keeps pixels on the websocket
 SOCKET = "socket"
+#: the variant that keeps pixels inside msgpack
+MSGPACK_PIXELS = "msgpack-pixels"
 
 
 class _ZeroKey:
@@ -61,6 +65,11 @@ def patched(names: tuple[str, ...] | list[str]) -> Iterator[None]:
 def shares_memory(names: tuple[str, ...] | list[str]) -> bool:
     """Whether a client made under these patches takes the same-machine hand-off."""
     return SOCKET not in names
+
+
+def raw_frames(names: tuple[str, ...] | list[str]) -> bool:
+    """Whether a client made under these patches asks for raw frames."""
+    return MSGPACK_PIXELS not in names
 
 
 def parse_variant(variant: str) -> tuple[str, ...]:

@@ -82,6 +82,8 @@ SHIPPED = "shipped|shipped"
 ZERO_MASK = "socket+zero-mask|shipped"
 #: the pixels through the websocket, as to a remote bridge (the shipped client on the same machine hands them over in shared memory)
 SOCKET = "socket|shipped"
+#: the websocket with the pixels inside msgpack, as before raw frames (see client_patches)
+SOCKET_MSGPACK = "socket+msgpack-pixels|shipped"
 #: progress events on every step, as before they were throttled (see server_patches)
 EVERY_PROGRESS = "shipped|progress-every-step"
 
@@ -98,10 +100,10 @@ CPU = Profile(
     job_rounds=15,
     transport_sides=(512, 2048, 4096),
     transport_rounds=7,
-    transport_variants=(SHIPPED, SOCKET, ZERO_MASK),
-    native_variants=(SHIPPED, SOCKET),
+    transport_variants=(SHIPPED, SOCKET, SOCKET_MSGPACK, ZERO_MASK),
+    native_variants=(SHIPPED, SOCKET, SOCKET_MSGPACK),
     bare_stack=True,
-    memory_variants=(SHIPPED, SOCKET),
+    memory_variants=(SHIPPED, SOCKET, SOCKET_MSGPACK),
 )
 
 #: the issue's GPU goals: a quality job on SD 1.5 and a one-step live frame on sd-turbo, both 512²

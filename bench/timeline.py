@@ -55,7 +55,7 @@ def server_marks(marks: list[Mark]) -> Iterator[None]:
         # the job waits for the worker thread: mark when the result leaves it
         run_blocking = server.Bridge._run_blocking
 
-        def timed_run(self: server.Bridge, *args: Any) -> bytes:
+        def timed_run(self: server.Bridge, *args: Any) -> server.Frames:
             started = time.perf_counter()
             terminal = run_blocking(self, *args)
             marks.append((started, time.perf_counter(), "server: job on the worker thread", 0))

@@ -21,6 +21,8 @@ class ServerBounds:
     handshake_timeout: float = 10.0
     #: seconds between the websocket opening and the client's ``hello``
     hello_timeout: float = 10.0
+    #: seconds the binary frames that carry a message's pixels (raw frames) may take to follow it
+    frame_timeout: float = 60.0
     #: seconds between the server's pings; a client that has not answered one by the next is closed
     ping_interval: float = 20.0
     #: decoded input bytes one client may have waiting (queued or being decoded)

@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--hello-timeout", type=float, default=bounds.hello_timeout, help="seconds for a client's hello (default: %(default)s)"
     )
     serve.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=bounds.frame_timeout,
+        help="seconds the frames carrying a message's pixels may take to follow it (default: %(default)s)",
+    )
+    serve.add_argument(
         "--ping-interval", type=float, default=bounds.ping_interval, help="seconds between pings to each client (default: %(default)s)"
     )
     serve.add_argument(
@@ -272,6 +278,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         handshake_timeout=args.handshake_timeout,
         hello_timeout=args.hello_timeout,
+        frame_timeout=args.frame_timeout,
         ping_interval=args.ping_interval,
         client_queued_bytes=args.client_queue_mb << 20,
         total_queued_bytes=args.queue_mb << 20,

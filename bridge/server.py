@@ -43,6 +43,9 @@ _VIEW_BYTES = 1 << 16
 _INLINE_DECODE_BYTES = 1 << 20
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 
+#: what goes out for one message: its msgpack frame, or that frame and the raw frames of its pixels (in order)
+Frames = bytes | tuple[p.wire.Piece, ...]
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -93,30 +96,41 @@ class Connection:
         self.encodings: tuple[p.Encoding, ...] = p.BASIC_ENCODINGS
         #: the welcome offered this client the shared-memory hand-off
         self.shares_memory = False
+        #: large pixel data goes to this client as binary frames of their own (its hello asked for them)
+        self.raw_frames = False
         self.jobs: dict[str, Job] = {}
         self.outbox_bytes = outbox_bytes
-        self._outbox: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Frames | memoryview | None] = asyncio.Queue()
         self._pending = 0  # bytes queued or being written (event-loop thread)
         self.closed = False
         #: why the bridge closed this connection, when it did
         self.dropped: str | None = None
 
+    def encode(self, message: p.Message) -> Frames:
+        """The frames that carry ``message`` to this client: with raw frames, its large pixels go in frames of their own."""
+        if self.raw_frames:
+            head, pixels = p.split_frames(message)
+            if pixels:
+                return (p.encode(head), *(memoryview(data).cast("B") for data in pixels))
+        return p.encode(message)
+
     def send(self, message: p.Message) -> None:
         """Queue a message (event-loop thread)."""
-        self.send_frame(p.encode(message))
+        self.send_frame(self.encode(message))
 
-    def send_frame(self, frame: bytes, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
-        """Queue a frame; a droppable one (a preview) is skipped whenever anything is still waiting (then ``on_drop`` runs)."""
+    def send_frame(self, frame: Frames, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
+        """Queue a message's frames; a droppable one (a preview) is skipped whenever anything is still waiting (then ``on_drop`` runs)."""
         if self.closed or (droppable and self._pending):
             if on_drop is not None:
                 on_drop()
             return
-        if self._pending + len(frame) > self.outbox_bytes:
+        size = _size(frame)
+        if self._pending + size > self.outbox_bytes:
             self.drop(f"the client did not read its events: {self._pending >> 20} MiB were waiting (at most {self.outbox_bytes >> 20} MiB)")
             return
-        self._pending += len(frame)
+        self._pending += size
         # asyncio slices the unsent rest of a large frame: a view makes that free
-        self._outbox.put_nowait(memoryview(frame) if len(frame) >= _VIEW_BYTES else frame)
+        self._outbox.put_nowait(memoryview(frame) if isinstance(frame, bytes) and size >= _VIEW_BYTES else frame)
 
     @property
     def backlog(self) -> int:
@@ -125,9 +139,9 @@ class Connection:
 
     def send_threadsafe(self, message: p.Message, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
         """Queue a message from the GPU or preview threads; encoding happens on the calling thread."""
-        self.send_frame_threadsafe(p.encode(message), droppable, on_drop)
+        self.send_frame_threadsafe(self.encode(message), droppable, on_drop)
 
-    def send_frame_threadsafe(self, frame: bytes, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
+    def send_frame_threadsafe(self, frame: Frames, droppable: bool = False, on_drop: Callable[[], None] | None = None) -> None:
         self.loop.call_soon_threadsafe(self.send_frame, frame, droppable, on_drop)
 
     async def pump(self) -> None:
@@ -135,9 +149,11 @@ class Connection:
             frame = await self._outbox.get()
             if frame is None or self.ws.closed:
                 return
-            size = len(frame)
+            size = _size(frame)
             try:
-                await self.ws.send_bytes(frame)  # type: ignore[arg-type]  # aiohttp takes any bytes-like
+                # a message and the raw frames of its pixels go out back to back: nothing else is sent between them
+                for part in frame if isinstance(frame, tuple) else (frame,):
+                    await self.ws.send_bytes(part)  # type: ignore[arg-type]  # aiohttp takes any bytes-like
             except (ConnectionError, RuntimeError):
                 return
             finally:
@@ -159,6 +175,10 @@ class Connection:
     def stop(self) -> None:
         self.closed = True
         self._outbox.put_nowait(None)
+
+
+def _size(frame: Frames | memoryview) -> int:
+    return sum(memoryview(part).nbytes for part in frame) if isinstance(frame, tuple) else len(frame)
 
 
 async def _close(ws: web.WebSocketResponse, code: int, reason: str, transport: asyncio.BaseTransport | None) -> None:
@@ -565,7 +585,7 @@ class Bridge:
             )
         return self.handoff.attach(request)
 
-    def _end(self, job: Job, conn: Connection, frame: bytes | None) -> None:
+    def _end(self, job: Job, conn: Connection, frame: Frames | None) -> None:
         """Send a job's one terminal event (already encoded) and free what it held (event-loop thread)."""
         if job.ended:
             return
@@ -632,7 +652,7 @@ class Bridge:
                 frame = p.encode(p.Error(code=p.ErrorCode.INTERNAL, message=message, job_id=job.job_id))
             self._end(job, conn, frame)
 
-    def _run_blocking(self, job: Job, conn: Connection) -> bytes:
+    def _run_blocking(self, job: Job, conn: Connection) -> Frames:
         """Run a job on the GPU thread; streams its events and returns its terminal event, encoded."""
         from .engine import EngineError, JobCancelled
         from .imaging import encode_rgba
@@ -646,7 +666,7 @@ class Bridge:
         handoff = self.handoff if request.shm and conn.shares_memory else None
         hooks = _JobHooks(job, conn, self._previews, handoff)
         outcome = "done"
-        last: bytes | None = None
+        last: Frames | None = None
         try:
             prepared = job.prepared if job.prepared_by is engine else None
             steps, guidance, strength = engine.settings(request)
@@ -659,7 +679,7 @@ class Bridge:
                 image = encode_rgba(generated.pixels, encoding)
                 if handoff is not None:
                     image = handoff.hand_over(conn, image, conn.outbox_bytes)
-                last = p.encode(
+                last = conn.encode(
                     p.Result(
                         job_id=job.job_id,
                         index=generated.index,
@@ -874,11 +894,26 @@ async def _serve_connection(bridge: Bridge, conn: Connection) -> None:
 
 
 async def _receive(bridge: Bridge, conn: Connection, data: bytes | str, greeted: bool) -> bool | None:
-    """Handle one frame; returns whether the client has said hello, or None when the connection must close."""
+    """Handle one message (and the raw frames that follow it); returns whether the client has said hello, or None
+    when the connection must close."""
     job_id = None
     try:
-        message = await bridge.decode(data)
+        try:
+            message = await bridge.decode(data)
+        except p.ProtocolError as exc:
+            # the pixels an unreadable message announced follow it: they are not messages
+            if exc.frames and await _read_frames(bridge, conn, exc.frames) is None:
+                return None
+            raise
         del data
+        following = p.frames_following(message)
+        if following:
+            job_id = getattr(message, "job_id", None)
+            frames = await _read_frames(bridge, conn, following)
+            if frames is None:
+                return None
+            message = p.join_frames(message, frames)
+            del frames
         if isinstance(message, p.Hello):
             return True if _greet(bridge, conn, message) else None
         if not greeted:
@@ -889,6 +924,8 @@ async def _receive(bridge: Bridge, conn: Connection, data: bytes | str, greeted:
         else:
             _dispatch(bridge, conn, message)
     except p.ProtocolError as exc:
+        if exc.job_id is None and isinstance(job_id, str):
+            exc.job_id = job_id
         conn.send(p.Error.from_exception(exc))
     except ModelError as exc:
         conn.send(p.Error(code=exc.code, message=exc.message))
@@ -896,6 +933,23 @@ async def _receive(bridge: Bridge, conn: Connection, data: bytes | str, greeted:
         log.exception("message from %s failed", conn.name)
         conn.send(p.Error(code=p.ErrorCode.INTERNAL, message=f"the bridge failed on this message: {exc.__class__.__name__}", job_id=job_id))
     return greeted
+
+
+async def _read_frames(bridge: Bridge, conn: Connection, count: int) -> list[Any] | None:
+    """The ``count`` binary frames that carry a message's pixels; None when they do not follow in time (the connection
+    is dropped then) or the connection closes."""
+    frames = []
+    timeout = bridge.bounds.frame_timeout
+    for _ in range(count):
+        try:
+            msg = await conn.ws.receive(timeout=timeout)
+        except asyncio.TimeoutError:
+            conn.drop(f"a message announced {count} frames of pixels; they did not follow within {timeout:g} s")
+            return None
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None
+        frames.append(msg.data)
+    return frames
 
 
 def _greet(bridge: Bridge, conn: Connection, hello: p.Hello) -> bool:
@@ -912,10 +966,11 @@ def _greet(bridge: Bridge, conn: Connection, hello: p.Hello) -> bool:
     )
     conn.encodings = hello.encodings
     conn.shares_memory = hello.shm and bridge.handoff is not None and is_loopback(conn.peer)
+    conn.raw_frames = hello.raw_frames
     bridge.connections.add(conn)
     log.info("client %r #%d connected from %s", conn.name, conn.id, conn.peer)
     offer = bridge.handoff.offer if conn.shares_memory and bridge.handoff is not None else None
-    conn.send(replace(bridge.welcome(), shm=offer))
+    conn.send(replace(bridge.welcome(), shm=offer, raw_frames=hello.raw_frames))
     return True
 
 

@@ -471,3 +471,50 @@ def test_the_shared_memory_fields_round_trip_and_stay_off_the_wire_unless_used()
     for plain in (p.Hello(client="gimp"), SAMPLES["generate"], SAMPLES["welcome"]):
         wire = msgpack.unpackb(p.encode(plain), raw=False)
         assert not {"shm", "segment", "offset"} & (set(wire) | set(wire.get("image", {})))
+
+
+def test_raw_frames_take_large_pixels_out_of_the_message_and_put_them_back() -> None:
+    big, small = bytes(range(256)) * 512, bytes(64)  # 128 KiB and 64 bytes
+    job = p.Generate(job_id="j", image=p.Image(256, 128, big), mask=p.Mask(8, 8, small), prompt="x")
+    head, frames = p.split_frames(job)
+    # only what is large enough leaves msgpack; the rest stays in the message, in field order
+    assert head.image.frame == len(big) and head.image.data == b"" and head.mask == job.mask and frames == [big]
+    received = p.decode_client_message(p.encode(head))
+    assert p.frames_following(received) == 1 and len(p.encode(head)) < 1024
+    assert p.join_frames(received, [big]) == job
+    # a message with nothing large is sent whole, and the field stays off the wire
+    little = replace(job, image=p.Image(8, 8, bytes(256)))
+    assert p.split_frames(little) == (little, [])
+    assert "frame" not in p.Image(8, 8, bytes(256)).to_wire()
+    assert (
+        "raw_frames" not in p.Hello(client="c").to_wire() and p.Hello.from_wire(p.Hello(client="c", raw_frames=True).to_wire()).raw_frames
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "frame", "code"),
+    [
+        ({"frame": 8}, bytes(7), p.ErrorCode.SIZE_MISMATCH),
+        ({"frame": 8}, "eight ch", p.ErrorCode.BAD_MESSAGE),
+        ({"frame": 8, "data": b"x"}, bytes(8), p.ErrorCode.INVALID_FIELD),
+        ({"frame": -1}, None, p.ErrorCode.INVALID_FIELD),
+    ],
+)
+def test_a_raw_frame_that_does_not_fit_its_message_is_refused(image: dict[str, Any], frame: Any, code: p.ErrorCode) -> None:
+    wire = {"type": "generate", "job_id": "j", "prompt": "x", "image": {"width": 2, "height": 1, "data": b"", **image}}
+    message = p.decode_client_message(msgpack.packb(wire, use_bin_type=True))
+    frames = [frame] if frame is not None else []
+    assert p.frames_following(message) == len(frames)
+    with pytest.raises(p.ProtocolError) as caught:
+        p.join_frames(message, frames)
+    assert caught.value.code is code and caught.value.field is not None and caught.value.field.startswith("image.")
+
+
+def test_an_unreadable_message_says_how_many_raw_frames_follow_it() -> None:
+    wire = {"type": "generate", "job_id": "j", "image": {"width": 2, "height": 1, "data": b"", "frame": 8}, "mask": {"frame": 2}}
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_client_message(msgpack.packb(wire, use_bin_type=True))  # no prompt
+    assert caught.value.field == "prompt" and caught.value.frames == 2
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_client_message(msgpack.packb({"type": "generate", "timings": {"frame": 3}}, use_bin_type=True))
+    assert caught.value.frames == 0  # only images and masks carry frames

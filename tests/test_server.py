@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ import msgpack
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from bridge.bounds import ServerBounds
 from bridge.editor import protocol as p
 from bridge.editor.client import BridgeClient, ClientError, Disconnected, new_job_id
 from bridge.jobs import Job, JobState
@@ -522,6 +524,90 @@ def test_text_frames_and_messages_before_hello_are_refused(bridge: RunningBridge
         ws.send("hello as text")
         error = p.decode_server_message(ws.recv(timeout=10))
         assert isinstance(error, p.Error) and error.code is p.ErrorCode.BAD_MESSAGE
+
+
+def _frames_hello(ws: Any, raw_frames: bool = True) -> p.Welcome:
+    ws.send(p.encode(p.Hello(client="frames", raw_frames=raw_frames)))
+    welcome = p.decode_server_message(ws.recv(timeout=TIMEOUT))
+    assert isinstance(welcome, p.Welcome)
+    return welcome
+
+
+def _job_end(ws: Any) -> list[Any]:
+    """Every frame the bridge sends until a job ends: decoded messages, each followed by its raw frames as they came."""
+    seen: list[Any] = []
+    while True:
+        message = p.decode_server_message(ws.recv(timeout=TIMEOUT))
+        seen.append(message)
+        seen.extend(ws.recv(timeout=TIMEOUT) for _ in range(p.frames_following(message)))
+        if p.is_job_end(message):
+            return seen
+
+
+def test_pixels_travel_as_raw_frames_after_their_message_when_both_sides_agree(bridge: RunningBridge) -> None:
+    pixels = photo(160, 128)
+    job = request(pixels, steps=2, strength=1.0)
+    head, (data,) = p.split_frames(job)
+    assert head.image.frame == len(data) == pixels.nbytes and head.image.data == b""
+    with ws_connect(bridge.url, max_size=None, proxy=None) as ws:
+        assert _frames_hello(ws).raw_frames
+        ws.send(p.encode(head))
+        ws.send(data)
+        seen = _job_end(ws)
+    result = seen[-2]
+    assert isinstance(result, p.Result) and result.image.data == b"" and result.image.frame == 160 * 128 * 4
+    assert isinstance(seen[-1], bytes) and len(seen[-1]) == result.image.frame
+    joined = p.join_frames(result, [seen[-1]])
+    assert joined.image.frame == 0 and len(joined.image.raw_rgba()) == result.image.frame
+
+
+def test_a_client_that_does_not_ask_for_raw_frames_gets_msgpack_as_before(bridge: RunningBridge) -> None:
+    job = request(photo(160, 128), steps=1, strength=1.0)
+    with ws_connect(bridge.url, max_size=None, proxy=None) as ws:
+        ws.send(p.encode(p.Hello(client="older")))
+        welcome_frame = ws.recv(timeout=TIMEOUT)
+        assert "raw_frames" not in msgpack.unpackb(welcome_frame, raw=False)
+        ws.send(p.encode(job))
+        seen = _job_end(ws)
+    assert all(isinstance(m, p.Message) for m in seen)
+    assert isinstance(seen[-1], p.Result) and len(seen[-1].image.data) == 160 * 128 * 4 and seen[-1].image.frame == 0
+
+
+def test_a_raw_frame_that_does_not_match_its_message_is_refused_and_the_connection_goes_on(bridge: RunningBridge) -> None:
+    job = request(photo(160, 128), steps=1, strength=1.0)
+    head, (data,) = p.split_frames(job)
+    unreadable = {**head.to_wire(), "prompt": None}  # announces its frame but cannot be decoded
+    with ws_connect(bridge.url, max_size=None, proxy=None) as ws:
+        _frames_hello(ws)
+        for first, second, code, field in (
+            (p.encode(head), bytes(data)[:-4], p.ErrorCode.SIZE_MISMATCH, "image.frame"),
+            (p.encode(head), "text, not pixels", p.ErrorCode.BAD_MESSAGE, "image.frame"),
+            (msgpack.packb(unreadable, use_bin_type=True), data, p.ErrorCode.MISSING_FIELD, "prompt"),
+        ):
+            ws.send(first)
+            ws.send(second)
+            error = p.decode_server_message(ws.recv(timeout=TIMEOUT))
+            assert isinstance(error, p.Error) and (error.code, error.field, error.job_id) == (code, field, job.job_id), error
+        # the frames were taken as pixels, not as messages: nothing else was answered, and the next job runs
+        again = replace(job, job_id=new_job_id())
+        head, (data,) = p.split_frames(again)
+        ws.send(p.encode(head))
+        ws.send(data)
+        seen = _job_end(ws)
+    assert isinstance(seen[0], p.Queued)
+    assert isinstance(seen[-2], p.Result)
+
+
+def test_announced_frames_that_never_come_close_the_connection(model_cache: object) -> None:
+    config = ServerConfig(model="tiny", device="cpu", bounds=ServerBounds(frame_timeout=0.3))
+    head, _ = p.split_frames(request(photo(160, 128), steps=1))
+    with running_bridge(config) as server, ws_connect(server.url, max_size=None, proxy=None) as ws:
+        _frames_hello(ws)
+        ws.send(p.encode(head))
+        with pytest.raises(ConnectionClosed) as caught:
+            ws.recv(timeout=TIMEOUT)
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+    assert "did not follow within 0.3 s" in caught.value.rcvd.reason
 
 
 def test_other_protocol_versions_are_told_to_update(bridge: RunningBridge) -> None:

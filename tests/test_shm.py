@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def pattern(width: int, height: int, seed: int = 0) -> bytes:
 
 
 def masked_job(width: int = 64, height: int = 48) -> p.Generate:
-    mask = bytes(255 if 16 <= x < 40 and 8 <= y < 30 else 0 for y in range(height) for x in range(width))
+    mask = bytes(255 if 16 <= x < width - 24 and 8 <= y < height - 18 else 0 for y in range(height) for x in range(width))
     return p.Generate(
         job_id=new_job_id(),
         image=p.Image(width, height, pattern(width, height)),
@@ -56,20 +57,32 @@ def segments(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
 
 
-def test_both_paths_give_byte_identical_results(served: Served, folder: Path) -> None:
+def test_every_path_gives_byte_identical_results(served: Served, folder: Path) -> None:
+    # large enough that the layer and the results travel as raw frames on the socket (the mask, smaller, stays in msgpack)
+    job = masked_job(200, 160)
+    assert len(job.image.data) >= p.RAW_FRAME_BYTES > len(job.mask.data)  # type: ignore[union-attr]
     outcomes = {}
-    for shared in (True, False):
-        with BridgeClient(served.url, shared_memory=shared) as client:
+    for path, shared, raw in (("shared memory", True, True), ("raw frames", False, True), ("msgpack", False, False)):
+        with BridgeClient(served.url, shared_memory=shared, raw_frames=raw) as client:
             assert client.shares_memory is shared and client.shm_refused is None
-            outcomes[shared] = client.run(masked_job(), timeout=120)
-    fast, socket = outcomes[True], outcomes[False]
-    assert fast.ok and socket.ok and len(fast.results) == len(socket.results) == 2
-    for a, b in zip(fast.results, socket.results, strict=True):
+            assert client.welcome is not None and client.welcome.raw_frames is raw
+            outcomes[path] = client.run(replace(job, job_id=new_job_id()), timeout=120)
+    fast, frames, packed = outcomes.values()
+    assert fast.ok and frames.ok and packed.ok and len(fast.results) == len(frames.results) == len(packed.results) == 2
+    for a, b, c in zip(fast.results, frames.results, packed.results, strict=True):
         assert isinstance(a.image.data, memoryview) and a.image.segment is None  # mapped, not copied
-        assert isinstance(b.image.data, bytes)
-        assert (a.x, a.y, a.image.width, a.image.height, a.seed) == (b.x, b.y, b.image.width, b.image.height, b.seed)
-        assert a.image.raw_rgba() == b.image.raw_rgba()
-    assert fast.previews >= 1
+        assert isinstance(b.image.data, bytes) and isinstance(c.image.data, bytes) and b.image.frame == 0
+        assert len(b.image.data) >= p.RAW_FRAME_BYTES
+        for other in (b, c):
+            assert (a.x, a.y, a.image.width, a.image.height, a.seed) == (
+                other.x,
+                other.y,
+                other.image.width,
+                other.image.height,
+                other.seed,
+            )
+            assert a.image.raw_rgba() == other.image.raw_rgba()
+    assert fast.previews >= 1 and frames.previews >= 1
     # the results were taken (their files removed) and the upload segment went with the client; what is left is
     # the bridge's spare segments for the next frames: its own, bounded, removed when it stops
     left = [name for name in segments(folder) if not name.startswith("probe-")]

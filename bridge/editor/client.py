@@ -184,6 +184,7 @@ class BridgeClient:
         timeout: float = 10.0,
         keepalive: float | None = 10.0,
         shared_memory: bool = True,
+        raw_frames: bool = True,
     ) -> None:
         self.url = normalize_url(url)
         self.token = token
@@ -196,6 +197,9 @@ class BridgeClient:
         self.shared_memory = shared_memory
         #: why an offered hand-off could not be used (the socket carries the pixels then)
         self.shm_refused: str | None = None
+        #: offer to send and read large pixel data as binary frames of their own, outside msgpack (fewer copies)
+        self.raw_frames = raw_frames
+        self._raw = False
         self._handoff: shm.ClientHandoff | None = None
         self.welcome: p.Welcome | None = None
         self._on_event = on_event
@@ -243,7 +247,7 @@ class BridgeClient:
                 p.ErrorCode.CONNECTION, f"could not reach the bridge at {shown_url(self.url)} ({self._redact(exc)}); {START_HINT}"
             ) from exc
         try:
-            ws.send(p.encode(p.Hello(client=self.name, encodings=self.encodings, shm=self._may_share_memory())))
+            ws.send(p.encode(p.Hello(client=self.name, encodings=self.encodings, shm=self._may_share_memory(), raw_frames=self.raw_frames)))
             reply = p.decode_server_message(ws.recv(timeout=self.timeout))
         except Exception as exc:
             ws.close()
@@ -257,6 +261,7 @@ class BridgeClient:
             ws.close()
             raise ClientError(p.ErrorCode.BAD_MESSAGE, f"the bridge answered the handshake with {reply.TYPE!r}")
         self.welcome = reply
+        self._raw = self.raw_frames and reply.raw_frames
         self._handoff, self.shm_refused = None, None
         if reply.shm is not None:
             try:
@@ -378,17 +383,26 @@ class BridgeClient:
         return self._ws
 
     def _send(self, message: p.Message) -> None:
+        if self._raw:
+            head, pixels = p.split_frames(message)
+            if pixels:
+                self._send_frames([p.encode_parts(head), *([data] for data in pixels)])
+                return
         self._send_pieces(p.encode_parts(message))
 
     def _send_pieces(self, pieces: list[wire.Piece]) -> None:
+        self._send_frames([pieces])
+
+    def _send_frames(self, frames: list[list[wire.Piece]]) -> None:
+        """Send websocket messages back to back, each given as pieces; no other thread's message goes between them."""
         ws = self._require()
-        size = sum(len(memoryview(piece).cast("B")) for piece in pieces)
         try:
             with self._send_lock:
-                if size <= FRAGMENT_BYTES:
-                    ws.send(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                else:
-                    ws.send(_fragments(pieces))
+                for pieces in frames:
+                    if sum(memoryview(piece).nbytes for piece in pieces) <= FRAGMENT_BYTES:
+                        ws.send(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+                    else:
+                        ws.send(_fragments(pieces))
         except Exception as exc:
             raise ClientError(p.ErrorCode.CONNECTION, f"the connection to the bridge is closed ({exc}); {START_HINT}") from exc
 
@@ -397,14 +411,9 @@ class BridgeClient:
         reason = "the bridge closed the connection"
         try:
             while True:
-                frame = ws.recv()
-                try:
-                    event = p.decode_server_message(frame)
-                except p.ProtocolError as exc:
-                    event = p.Error(code=exc.code, message=f"unreadable message from the bridge: {exc.message}")
-                except Exception as exc:  # an unreadable frame must not end the connection
-                    event = p.Error(code=p.ErrorCode.BAD_MESSAGE, message=f"unreadable message from the bridge: {exc}")
-                del frame  # a layer-sized frame must not stay alive until the next message
+                event = self._read_event(ws)
+                if event is None:
+                    continue
                 handoff = self._handoff
                 if handoff is not None:
                     handed = handoff.incoming(event)
@@ -425,6 +434,33 @@ class BridgeClient:
                 self._dispatch(Disconnected(reason=reason))
             else:
                 self._dispatch(Disconnected(reason="closed"))
+
+    def _read_event(self, ws: ClientConnection) -> p.Message | None:
+        """The next message, with the raw frames that follow it put in place; an unreadable one becomes an error (a
+        preview whose pixels do not fit its message is dropped: None)."""
+        frame = ws.recv()
+        try:
+            message = p.decode_server_message(frame)
+        except p.ProtocolError as exc:
+            for _ in range(exc.frames):  # the pixels an unreadable message announced are not messages
+                ws.recv()
+            return p.Error(code=exc.code, message=f"unreadable message from the bridge: {exc.message}")
+        except Exception as exc:  # an unreadable frame must not end the connection
+            return p.Error(code=p.ErrorCode.BAD_MESSAGE, message=f"unreadable message from the bridge: {exc}")
+        finally:
+            del frame  # a layer-sized frame must not stay alive until the next message
+        following = p.frames_following(message)
+        if not following:
+            return message
+        frames = [ws.recv() for _ in range(following)]
+        try:
+            return p.join_frames(message, frames)
+        except p.ProtocolError as exc:
+            if isinstance(message, p.Preview):
+                return None
+            return p.Error(
+                code=exc.code, message=f"unreadable message from the bridge: {exc.message}", job_id=getattr(message, "job_id", None)
+            )
 
     def _lost(self, exc: Exception) -> str:
         """A sentence for a connection that ended under the reader."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import types
 import zlib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, Callable, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -83,6 +83,8 @@ class ProtocolError(Exception):
         self.message = message
         self.field = field
         self.job_id = job_id
+        #: raw frames the unreadable message announced: they follow it on the connection and must be skipped too
+        self.frames = 0
 
 
 # --- the codec: every value object and message converts through its dataclass fields ---------
@@ -313,6 +315,8 @@ class _Raster(_Wire):
     # same-machine hand-off (bridge.editor.shm): the raw pixels are bytes offset.. of this segment, and data is empty
     segment: str | None = _wire(None, sparse=True)
     offset: int = _wire(0, sparse=True)
+    # raw frames (see split_frames): the data is the binary frame of this many bytes that follows the message
+    frame: int = _wire(0, sparse=True)
 
 
 @dataclass(frozen=True)
@@ -482,6 +486,8 @@ class Hello(Message):
     encodings: tuple[Encoding, ...] = BASIC_ENCODINGS
     #: the client can take the same-machine hand-off (bridge.editor.shm) if the bridge offers it
     shm: bool = _wire(False, sparse=True)
+    #: the client sends and reads large pixel data as binary frames of their own (see split_frames)
+    raw_frames: bool = _wire(False, sparse=True)
 
 
 @dataclass(frozen=True)
@@ -604,6 +610,8 @@ class Welcome(Message):
     models: tuple[ModelInfo, ...]
     encodings: tuple[Encoding, ...] = _wire(missing=BASIC_ENCODINGS)
     shm: SharedMemoryOffer | None = _wire(None, sparse=True)
+    #: the bridge agrees to raw frames, which the hello asked for: both sides use them from now on
+    raw_frames: bool = _wire(False, sparse=True)
 
 
 @dataclass(frozen=True)
@@ -716,6 +724,13 @@ SERVER_MESSAGES: dict[str, type[Message]] = {
     m.TYPE: m for m in (Welcome, Queued, Progress, Preview, Result, Error, Cancelled, Models, ModelStatusEvent)
 }
 
+# the fields of each message that hold pixels: what raw frames carry
+_RASTERS: dict[type[Message], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if _strip_none(get_type_hints(cls)[f.name]) in (Image, Mask))  # type: ignore[arg-type]
+    for cls in (*CLIENT_MESSAGES.values(), *SERVER_MESSAGES.values())
+}
+_RASTER_KEYS = tuple(sorted({name for names in _RASTERS.values() for name in names}))
+
 
 def is_job_end(message: Message) -> bool:
     """True for the event that ends a job: its last result, an error naming it, or cancelled."""
@@ -737,6 +752,81 @@ def encode_parts(message: Message) -> list[wire.Piece]:
     return wire.pack_parts(message.to_wire())
 
 
+# --- raw frames: large pixel data as binary frames of their own, outside msgpack ----------------
+
+#: pixel data from this size on travels as a frame of its own once hello and welcome agreed to ``raw_frames``
+RAW_FRAME_BYTES = wire.LIFT_BYTES
+_M = TypeVar("_M", bound=Message)
+
+
+def split_frames(message: _M) -> tuple[_M, list[wire.Piece]]:
+    """``message`` with its large rasters' data taken out (each ``frame`` says how many bytes), and that data in order.
+
+    With raw frames a message travels as its msgpack frame followed by one binary frame per raster taken out, in
+    field order: the pixels are never copied into msgpack nor out of it.
+    """
+    changes: dict[str, _Raster] = {}
+    taken: list[wire.Piece] = []
+    for name, raster in _rasters(message):
+        size = memoryview(raster.data).nbytes
+        if size >= RAW_FRAME_BYTES:
+            changes[name] = replace(raster, data=b"", frame=size)
+            taken.append(raster.data)
+    return (replace(message, **changes) if changes else message), taken  # type: ignore[type-var]
+
+
+def frames_following(message: Message) -> int:
+    """How many binary frames follow ``message`` with its rasters' data."""
+    return sum(1 for _, raster in _rasters(message) if raster.frame > 0)
+
+
+def join_frames(message: _M, frames: list[Any]) -> _M:
+    """``message`` with the data of the ``frames_following`` binary frames that came after it put back in place."""
+    changes: dict[str, _Raster] = {}
+    pending = iter(frames)
+    for name, raster in _rasters(message):
+        if raster.frame < 0:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}.frame' must not be negative", field=f"{name}.frame")
+        if raster.frame == 0:
+            continue
+        data = next(pending)
+        if not isinstance(data, (bytes, bytearray)):
+            raise ProtocolError(
+                ErrorCode.BAD_MESSAGE, f"the frame after the message must be binary: it carries {name}'s pixels", field=f"{name}.frame"
+            )
+        if len(raster.data) or raster.segment is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, f"'{name}' comes in a frame of its own: its data must be empty", field=f"{name}.data"
+            )
+        if len(data) != raster.frame:
+            raise ProtocolError(
+                ErrorCode.SIZE_MISMATCH,
+                f"{name}'s frame has {len(data)} bytes but the message announced {raster.frame}",
+                field=f"{name}.frame",
+            )
+        changes[name] = replace(raster, data=bytes(data), frame=0)
+    return replace(message, **changes) if changes else message  # type: ignore[type-var]
+
+
+def _rasters(message: Message) -> list[tuple[str, _Raster]]:
+    """The message's images and masks that are present, by field name, in field order."""
+    found = ((name, getattr(message, name)) for name in _RASTERS.get(type(message), ()))
+    return [(name, raster) for name, raster in found if raster is not None]
+
+
+def _announced(obj: Any) -> int:
+    # read off the wire map itself, so that the frames of a message that cannot be decoded are skipped too
+    if not isinstance(obj, dict):
+        return 0
+    frames = 0
+    for key in _RASTER_KEYS:
+        raster = obj.get(key)
+        frame = raster.get("frame") if isinstance(raster, dict) else None
+        if isinstance(frame, int) and not isinstance(frame, bool) and frame > 0:
+            frames += 1
+    return frames
+
+
 def _unpack(data: bytes | bytearray | memoryview) -> Any:
     # msgpack's pure-Python fallback (the editors' plug-ins) copies each large bin three times on the way in;
     # wire.unpack copies it once. Where msgpack's C extension loaded, it is the faster reader.
@@ -753,6 +843,14 @@ def decode(data: bytes | bytearray | memoryview | str, registry: dict[str, type[
         obj = _unpack(data)
     except Exception as exc:  # msgpack raises several unrelated exception types
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"the frame is not valid msgpack: {exc}") from exc
+    try:
+        return _decode_map(obj, registry)
+    except ProtocolError as exc:
+        exc.frames = _announced(obj)
+        raise
+
+
+def _decode_map(obj: Any, registry: dict[str, type[Message]]) -> Message:
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a msgpack map with a 'type' key")
     kind = obj.get("type")
