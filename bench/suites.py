@@ -288,6 +288,12 @@ def _summaries(samples: dict[str, dict[str, timing.Samples]]) -> dict[str, dict[
     return {name: {key: s.summary() for key, s in by_key.items()} for name, by_key in samples.items()}
 
 
+#: a layer this small makes a round trip of a few milliseconds, where the neighbours' noise is as large as the
+#: differences between variants: its cases run this many times as many rounds (they cost little)
+_SMALL_LAYER_SIDE = 1024
+_SMALL_LAYER_ROUNDS = 5
+
+
 def transport(url: str, echo_url: str | None, pure: ClientProcess, native: ClientProcess, profile: Profile) -> dict[str, Any]:
     """Layers through the server (its engine an ``EchoEngine``) per client and server variant; then peak memory."""
     by_side: dict[str, Any] = {}
@@ -300,7 +306,8 @@ def transport(url: str, echo_url: str | None, pure: ClientProcess, native: Clien
         if echo_url is not None:
             cases["bare pure"] = _bare_case(pure, echo_url, side)
             cases["bare native"] = _bare_case(native, echo_url, side)
-        by_side[str(side)] = {"bytes": side * side * 4, "samples": _summaries(interleaved(cases, profile.transport_rounds, warmup=0))}
+        rounds = profile.transport_rounds * (_SMALL_LAYER_ROUNDS if side <= _SMALL_LAYER_SIDE else 1)
+        by_side[str(side)] = {"bytes": side * side * 4, "rounds": rounds, "samples": _summaries(interleaved(cases, rounds, warmup=0))}
     largest = max(profile.transport_sides)
     memory = {variant: _memory_case(_TransportCase(pure, url, largest, variant)) for variant in profile.memory_variants}
     return {"sides": by_side, "memory": {"side": largest, "bytes": largest * largest * 4, "variants": memory}}
