@@ -273,7 +273,6 @@ class BridgeDocker(DockWidget):
         self.live_steps_spin = W.QSpinBox()
         self.live_steps_spin.setRange(AUTO_STEPS, MAX_STEPS)
         self.live_steps_spin.setValue(AUTO_STEPS if settings.live_steps is None else settings.live_steps)
-        self.live_steps_spin.setPrefix("steps ")
         self.live_steps_spin.setToolTip("Steps of live jobs; auto: the model's live recipe")
         self.live_steps_label = W.QLabel("Live steps")
         self.live_steps_label.setBuddy(self.live_steps_spin)
@@ -378,8 +377,10 @@ class BridgeDocker(DockWidget):
         """What "auto" means for the selected model, in the spin boxes' special texts and the strength row."""
         self._recipe = recipe
         self.steps_spin.setSpecialValueText(auto_steps(recipe))
-        self.live_steps_spin.setSpecialValueText(f"steps {auto_steps(recipe, live=True)}")
+        self.live_steps_spin.setSpecialValueText(auto_steps(recipe, live=True))
         self.guidance_spin.setSpecialValueText(auto_guidance(recipe))
+        for spin in (self.steps_spin, self.live_steps_spin, self.guidance_spin):
+            spin.updateGeometry()  # Qt does not tell the layout that a new special text changed the width it wants
         if not self._strength_auto:
             self.strength_label.setText(f"{self.strength_slider.value() / 100:.2f}")
             return

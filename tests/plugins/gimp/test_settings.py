@@ -15,6 +15,7 @@ from img2img_gimp.settings import (
     ChoiceArg,
     JobSettings,
     linked_strength,
+    opening_strength,
     preset_for,
     resolve_strength,
 )
@@ -106,6 +107,19 @@ def test_preset_for_finds_the_matching_preset_or_exact() -> None:
     assert preset_for(0.8) == "high"
     assert preset_for(0.0) == MODEL_DEFAULT
     assert preset_for(0.42) == EXACT
+
+
+def test_the_dialog_opens_showing_the_strength_that_would_be_sent() -> None:
+    # last values from a script: a preset with the strength argument left at 0
+    assert opening_strength("medium", AUTO_STRENGTH) == ("medium", STRENGTH_PRESETS["medium"])
+    assert opening_strength(MODEL_DEFAULT, 0.7) == (MODEL_DEFAULT, AUTO_STRENGTH)
+    # scripts' default preset: the strength picks the preset it matches
+    assert opening_strength(EXACT, 0.3) == ("low", 0.3)
+    assert opening_strength(EXACT, AUTO_STRENGTH) == (MODEL_DEFAULT, AUTO_STRENGTH)
+    assert opening_strength(EXACT, 0.42) == (EXACT, 0.42)
+    for preset in (MODEL_DEFAULT, *STRENGTH_PRESETS):
+        shown, strength = opening_strength(preset, 0.42)
+        assert resolve_strength(shown, strength) == resolve_strength(preset, 0.42)  # what is shown is what is sent
 
 
 def test_a_fixed_seed_is_kept() -> None:

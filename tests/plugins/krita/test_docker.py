@@ -118,6 +118,10 @@ docker.live_check.setChecked(True)
 out["live_refused"] = [docker.live_check.isChecked(), docker.error_label.text()]
 docker.resize(300, 600)
 docker.show()
+app.processEvents()
+docker.controller._publish(recipe=p.Recipe(steps=30, guidance=7.5, strength=0.6, live_steps=40, live_strength=0.5, resolution=512))
+app.processEvents()
+out["spins_fit"] = [[s.width(), s.sizeHint().width()] for s in (docker.steps_spin, docker.live_steps_spin, docker.guidance_spin)]
 docker.controller._publish(live_image=(bytes([255, 0, 0, 255]) * 4, 2, 2), result_ready=True, seed=5)
 out["view_has_pixmap"] = docker.live_view.pixmap() is not None and not docker.live_view.pixmap().isNull()
 out["apply_enabled"] = docker.apply_button.isEnabled()
@@ -169,15 +173,16 @@ def test_docker_builds_and_binds_its_widgets(binding: str, pykrita: Path) -> Non
     assert out["strip"] == [5, True, "tip 2", True, "…"], "3 thumbnails, a gap between jobs, one still coming"
     assert out["reused_settings"] == ["reused fox", "blur", 0.35, 7, 2.5, 321, True]
     assert out["count"] == [4, "4"]
+    assert all(width >= wanted for width, wanted in out["spins_fit"]), f"a model's 'auto (N)' is cut: {out['spins_fit']}"
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
 def test_the_docker_shows_the_models_defaults_and_sends_only_what_the_artist_changed(binding: str, pykrita: Path) -> None:
     out = run_with(binding, (FAKE_KRITA + SCENARIO) % {"port": free_port(), "binding": binding}, pykrita)
     auto = [None, None, None, None]
-    assert out["unknown"]["sent"] == auto and out["unknown"]["texts"] == ["auto", "auto", "auto", "steps auto"]
-    assert out["turbo"] == {"sent": auto, "texts": ["auto (2)", "auto (off)", "auto (0.50)", "steps auto (1)"], "slider": 50}
-    assert out["sd15"] == {"sent": auto, "texts": ["auto (30)", "auto (7.5)", "auto (0.60)", "steps auto (4)"], "slider": 60}
+    assert out["unknown"]["sent"] == auto and out["unknown"]["texts"] == ["auto", "auto", "auto", "auto"]
+    assert out["turbo"] == {"sent": auto, "texts": ["auto (2)", "auto (off)", "auto (0.50)", "auto (1)"], "slider": 50}
+    assert out["sd15"] == {"sent": auto, "texts": ["auto (30)", "auto (7.5)", "auto (0.60)", "auto (4)"], "slider": 60}
     assert out["stored_auto"] == ["auto", "auto", "auto", "auto"]
     assert out["changed"]["sent"] == [12, 3.5, 0.42, 3] and out["changed"]["texts"][2] == "0.42"
     assert out["stored_changed"] == ["12", "3.5", "0.42", "3"]

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 from .models import BridgeInfo, describe_settings, probe
-from .settings import EXACT, linked_strength, preset_for
+from .settings import linked_strength, opening_strength
 
 _gi: Any = importlib.import_module("gi")
 _gi.require_version("GimpUi", "3.0")
@@ -52,8 +52,9 @@ def ask(procedure: Any, config: Any, plug_in_name: str) -> bool:
     guidance.set_increments(0.5, 1.0)
     guidance.set_digits(1)
     dialog.set_sensitive("seed", True, config, "random-seed", True)  # a seed only matters when not random
-    if str(config.get_property("strength-preset")) == EXACT:  # scripts' default: show 0 as "Model default"
-        config.set_property("strength-preset", preset_for(float(config.get_property("strength"))))
+    preset, value = opening_strength(str(config.get_property("strength-preset")), float(config.get_property("strength")))
+    config.set_property("strength", value)
+    config.set_property("strength-preset", preset)
     _link_strength(config)
     dialog.fill(list(FIELDS))
     dialog.get_content_area().pack_start(_model_row(config, info), False, False, 6)

@@ -184,6 +184,17 @@ def preset_for(strength: float) -> str:
     return _preset_for(None if strength == AUTO_STRENGTH else strength) or EXACT
 
 
+def opening_strength(preset: str, strength: float) -> tuple[str, float]:
+    """The preset and strength the dialog opens with, so that it shows what would be sent.
+
+    A preset shows the strength it stands for (last values from a script can pair 'medium' with 0); 'exact' (the
+    scripts' default) shows the preset its strength matches, 0 as the model's default.
+    """
+    if preset == EXACT:
+        return preset_for(strength), strength
+    return linked_strength("strength-preset", preset, strength)
+
+
 def linked_strength(changed: str, preset: str, strength: float) -> tuple[str, float]:
     """The dialog's preset and strength after the user changed one of them (``changed`` names which).
 
