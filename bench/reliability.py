@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,22 +34,14 @@ os.environ["IMG2IMG_BRIDGE_OFFLINE"] = "1"
 from bench import fuzz  # noqa: E402
 from bridge.editor import protocol as p  # noqa: E402
 from bridge.editor.client import BridgeClient, new_job_id  # noqa: E402
+from tests.served import Served, serve  # noqa: E402
 
 SIDE = 4096
 _MIB = 1 << 20
 
 
-class Server:
-    """``serve`` in a subprocess on a free loopback port."""
-
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+class Server(Served):
+    """``serve`` in a subprocess on a free loopback port (``tests.served``), with what the attacks read of it."""
 
     def memory_kib(self, key: str) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -58,7 +49,8 @@ class Server:
                 return int(line.split()[1])
         raise KeyError(key)
 
-    def health(self, host: str | None = None) -> tuple[int, bytes]:
+    def answer(self, host: str | None = None) -> tuple[int, bytes]:
+        """The status and body of ``GET /health``, sent with ``host`` as its Host header when given."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/health")
         if host:
             request.add_header("Host", host)
@@ -77,45 +69,13 @@ class Server:
             return False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serving(*args: str) -> Iterator[Server]:
-    port = _free_port()
-    log = Path(tempfile.mkstemp(prefix="bridge-", suffix=".log")[1])
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--model", "tiny", "--device", "cpu", "--port", str(port), *args],
-            cwd=_ROOT,
-            env=dict(os.environ, PYTHONPATH=str(_ROOT)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, port, log)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if json.loads(server.health()[1])["status"] == "ready":
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the bridge did not come up:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.unlink()
+    with (
+        tempfile.TemporaryDirectory(prefix="bridge-logs-") as logs,
+        serve("--model", "tiny", "--device", "cpu", *args, log_dir=Path(logs), timeout=180) as served,
+    ):
+        yield Server(served.process, served.port, served.log)
 
 
 def _job(width: int, height: int, **fields: Any) -> p.Generate:
@@ -210,9 +170,9 @@ def never_reads(server: Server) -> dict[str, Any]:
     except Exception:
         pass
     deadline = time.monotonic() + 300
-    clients = 1
+    clients: object = 1
     while time.monotonic() < deadline:
-        clients = json.loads(server.health()[1])["clients"]
+        clients = server.health()["clients"]
         if clients == 0:
             break
         time.sleep(0.5)
@@ -228,12 +188,12 @@ def long_name(server: Server) -> dict[str, Any]:
     """A client named with 8 MB of text runs a job; how large /health is afterwards."""
     with BridgeClient(server.url, name="n" * (8 * _MIB), timeout=30) as client:
         client.run(_job(64, 64), timeout=120)
-    return {"health_bytes": len(server.health()[1])}
+    return {"health_bytes": len(server.answer()[1])}
 
 
 def foreign_host(server: Server) -> dict[str, Any]:
     """A DNS-rebinding page: Host evil.example."""
-    status, _ = server.health(host="evil.example")
+    status, _ = server.answer(host="evil.example")
     return {"health_status_for_evil_example": status}
 
 

@@ -26,6 +26,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 from . import protocol as p
 
@@ -171,29 +172,33 @@ def _open_checked(folder: Path, name: str, needed: int, flags: int) -> tuple[int
 def write_new(folder: Path, role: str, data: p.wire.Piece) -> str:
     """A new segment holding ``data``; written with ``write`` so that a full /dev/shm is an OSError, never SIGBUS."""
     view = memoryview(data).cast("B")
-    name = new_name(role)
-    fd = _create(folder, name)
-    try:
+
+    def fill(fd: int) -> None:
         done = 0
         while done < len(view):
             done += os.write(fd, view[done:])
-    except BaseException:
-        os.close(fd)
-        os.unlink(folder / name)
-        raise
-    os.close(fd)
-    return name
+
+    return _new_segment(folder, role, fill)
 
 
 def allocate(folder: Path, role: str, size: int) -> str:
     """A new segment of ``size`` bytes with its pages reserved (zeroed), to be written later with ``write_into``."""
-    name = new_name(role)
-    fd = _create(folder, name)
-    try:
+
+    def fill(fd: int) -> None:
         if hasattr(os, "posix_fallocate"):
             os.posix_fallocate(fd, 0, size)
         else:
             os.ftruncate(fd, size)
+
+    return _new_segment(folder, role, fill)
+
+
+def _new_segment(folder: Path, role: str, fill: Callable[[int], None]) -> str:
+    """A new segment of ours, its contents written by ``fill(fd)``; removed again when that fails."""
+    name = new_name(role)
+    fd = _create(folder, name)
+    try:
+        fill(fd)
     except BaseException:
         os.close(fd)
         os.unlink(folder / name)

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.editor.shm import alive
 from bridge.install import set_kritarc_value
 
 # Packages installed (with --no-install-recommends) on top of minbase.
@@ -320,16 +321,6 @@ _mount_guard = threading.Lock()
 _mount_depth: dict[str, int] = {}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _live_users(users: Path) -> list[int]:
     live: list[int] = []
     for f in users.glob("*"):
@@ -337,7 +328,7 @@ def _live_users(users: Path) -> list[int]:
             pid = int(f.name)
         except ValueError:
             continue
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and alive(pid):
             live.append(pid)
         elif pid != os.getpid():
             f.unlink(missing_ok=True)
