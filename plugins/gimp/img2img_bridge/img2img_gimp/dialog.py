@@ -19,8 +19,6 @@ Gtk: Any = importlib.import_module("gi.repository.Gtk")
 
 TITLE = "Img2Img"
 FIELDS = (
-    "prompt-frame",
-    "negative-prompt-frame",
     "strength-preset",
     "strength",
     "steps",
@@ -41,10 +39,7 @@ def ask(procedure: Any, config: Any, plug_in_name: str) -> bool:
     info = probe(str(config.get_property("bridge-url") or ""), str(config.get_property("model") or ""))
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
     for name, label in (("prompt", "_Prompt"), ("negative-prompt", "_Negative prompt")):
-        view = dialog.get_widget(name, Gtk.TextView.__gtype__)  # multi-line: prompts get long
-        view.set_wrap_mode(Gtk.WrapMode.WORD_CHAR)
-        dialog.get_label(f"{name}-label", label, False, True).set_mnemonic_widget(view)
-        dialog.fill_frame(f"{name}-frame", f"{name}-label", False, name)
+        dialog.get_content_area().pack_start(_text_frame(config, name, label), False, False, 0)
     strength = dialog.get_spin_scale("strength", 1.0)
     strength.set_increments(0.01, 0.1)
     strength.set_digits(2)
@@ -62,6 +57,26 @@ def ask(procedure: Any, config: Any, plug_in_name: str) -> bool:
     accepted = bool(dialog.run())
     dialog.destroy()
     return accepted
+
+
+def _text_frame(config: Any, name: str, label: str) -> Any:
+    """A multi-line view of a string argument (prompts get long) in a frame titled ``label``.
+
+    Built here rather than with the dialog's ``get_widget``, which checks a text view's mnemonic before a label
+    can point at it, and complains that it has none.
+    """
+    view = Gtk.TextView.new_with_buffer(GimpUi.prop_text_buffer_new(config, name, -1))
+    view.set_wrap_mode(Gtk.WrapMode.WORD_CHAR)
+    for side in ("top", "bottom", "left", "right"):
+        getattr(view, f"set_{side}_margin")(3)
+    view.set_hexpand(True)
+    view.set_tooltip_text(config.find_property(name).get_blurb())
+    title = Gtk.Label.new_with_mnemonic(label)
+    title.set_mnemonic_widget(view)
+    frame = GimpUi.Frame.new(None)
+    frame.set_label_widget(title)
+    frame.add(view)
+    return frame
 
 
 def _link_strength(config: Any) -> None:

@@ -93,7 +93,7 @@ ARGUMENTS: tuple[Argument, ...] = (
     IntArg("steps", "St_eps", "Denoising steps of the full schedule; 0 is the model's default", AUTO_STEPS, MAX_STEPS, AUTO_STEPS),
     DoubleArg(
         "guidance",
-        "_Guidance",
+        "Gu_idance",
         "Classifier-free guidance (1 or less: off); -1 is the model's default",
         AUTO_GUIDANCE,
         30.0,
@@ -104,7 +104,7 @@ ARGUMENTS: tuple[Argument, ...] = (
     IntArg(
         "count", "_Variations", "How many results, with seeds seed, seed+1, ...; more than one arrive in a layer group", 1, MAX_COUNT, 1
     ),
-    BoolArg("match-seams", "Match _seams", "Match the regenerated area's colours to the pixels around it (selections)", True),
+    BoolArg("match-seams", "Match seam colo_urs", "Match the regenerated area's colours to the pixels around it (selections)", True),
     StringArg("model", "_Model", "The bridge's model to use; empty keeps the loaded one", ""),
     StringArg("bridge-url", "_Bridge URL", "Where the bridge listens", DEFAULT_URL),
 )
