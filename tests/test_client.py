@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as ws_serve
 
 from bridge.editor import protocol as p
+from bridge.editor import wire
 from bridge.editor.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url, shown_url
 from tests.served import Served, free_port, serve
 
@@ -169,3 +174,59 @@ def test_urls_in_messages_never_show_the_token() -> None:
     with pytest.raises(ClientError) as caught:
         BridgeClient("ftp://h/ws?token=s3cret")
     assert "s3cret" not in caught.value.message
+
+
+def test_raw_frames_that_do_not_fit_their_message_are_errors_and_the_reader_goes_on() -> None:
+    # the real bridge never sends such frames, so a stand-in sends them (websockets' own server, as the client's peer)
+    def bridge(ws: ServerConnection) -> None:
+        ws.recv()  # hello
+        ready = p.ModelState(name="fake", status=p.ModelStatus.READY)
+        welcome = p.Welcome(
+            protocol=p.PROTOCOL_VERSION,
+            server_version="fake",
+            device="cpu",
+            model=ready,
+            limits=p.Limits(),
+            models=(),
+            encodings=p.BASIC_ENCODINGS,
+        )
+        ws.send(p.encode(replace(welcome, raw_frames=True)))
+        request = p.decode_client_message(ws.recv())
+        for _ in range(p.frames_following(request)):
+            ws.recv()
+        assert isinstance(request, p.Generate)
+        job_id = request.job_id
+        short = p.Image(2, 1, b"", frame=8)
+        frames: list[bytes] = [
+            p.encode(p.Queued(job_id=job_id, position=0)),
+            # a message that cannot be decoded announces a frame: the frame is skipped, not read as a message
+            b"".join(wire.pack_parts({"type": "preview", "image": {"width": 2, "height": 1, "data": b"", "frame": 4}})),
+            b"\x91\x01\x02\x03",
+            # a preview whose frame is short is dropped; a result whose frame is short ends its job
+            p.encode(p.Preview(job_id=job_id, index=0, step=1, steps=2, image=short, x=0, y=0, width=2, height=1)),
+            bytes(7),
+            p.encode(p.Result(job_id=job_id, index=0, count=1, image=short, x=0, y=0, seed=1)),
+            bytes(7),
+            p.encode(p.ModelStatusEvent(model=ready)),
+        ]
+        for frame in frames:
+            ws.send(frame)
+        with contextlib.suppress(Exception):
+            ws.recv()  # until the client goes
+
+    port = free_port()
+    events: queue.Queue[object] = queue.Queue()
+    with ws_serve(bridge, "127.0.0.1", port) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        with BridgeClient(f"ws://127.0.0.1:{port}/ws", on_event=events.put, shared_memory=False) as client:
+            assert client.welcome is not None and client.welcome.raw_frames
+            outcome = client.run(job(160, 128), timeout=10)
+            assert outcome.previews == 0 and not outcome.results
+            assert outcome.error is not None and outcome.error.job_id == outcome.job_id
+            assert outcome.error.code is p.ErrorCode.SIZE_MISMATCH and "announced 8" in outcome.error.message
+            seen = [events.get(timeout=10) for _ in range(4)]
+        seen.append(events.get(timeout=10))
+        server.shutdown()
+    kinds = [type(event).__name__ for event in seen]
+    assert kinds == ["Queued", "Error", "Error", "ModelStatusEvent", "Disconnected"], kinds
+    assert isinstance(seen[1], p.Error) and seen[1].job_id is None and "job_id" in seen[1].message  # the unreadable one
