@@ -151,14 +151,17 @@ class Connection:
                 return
             size = _size(frame)
             try:
-                # a message and the raw frames of its pixels go out back to back: nothing else is sent between them
-                for part in frame if isinstance(frame, tuple) else (frame,):
-                    await self.ws.send_bytes(part)  # type: ignore[arg-type]  # aiohttp takes any bytes-like
+                await self._write(frame)
             except (ConnectionError, RuntimeError):
                 return
             finally:
                 self._pending -= size
             del frame  # a layer-sized frame must not stay alive until the next one
+
+    async def _write(self, frame: Frames | memoryview) -> None:
+        # a message and the raw frames of its pixels go out back to back: nothing else is sent between them
+        for part in frame if isinstance(frame, tuple) else (frame,):
+            await self.ws.send_bytes(part)  # type: ignore[arg-type]  # aiohttp takes any bytes-like
 
     def drop(self, reason: str) -> None:
         """Close the connection from the server's side with ``reason`` (policy violation); frees what it held."""
