@@ -323,7 +323,7 @@ def test_default_settings_send_no_steps_guidance_or_strength_and_run_the_models_
     recipe = bridge_recipe
     facts = scenario(krita_run, "scenario_model_defaults")
     assert p.Recipe.from_wire(facts["recipe"], "recipe") == recipe
-    assert facts["shown"] == [auto_steps(recipe), auto_guidance(recipe), auto_strength(recipe), f"steps {auto_steps(recipe, live=True)}"]
+    assert facts["shown"] == [auto_steps(recipe), auto_guidance(recipe), auto_strength(recipe), auto_steps(recipe, live=True)]
     assert facts["job"]["ready"], facts["job"]["error"]
     assert facts["sent"] == [None, None, None]
     assert facts["used"] == list(recipe.settings(live=False))
