@@ -10,6 +10,8 @@ to whichever websockets and msgpack it runs with (pure-Python copies or not).
   so the pixels travel through the websocket as they do to a remote bridge.
 - ``msgpack-pixels``: the client does not ask for raw frames (``raw_frames=False``), so
   on the websocket the pixels travel inside the msgpack message, as before raw frames.
+- ``stock-reader``: the pure-Python client reads frames with websockets' own stream reader
+  instead of ``client.LargeFrameReader`` (connections opened under the patch).
 
 The earlier prototypes (chunked mask, fragments, pieces, 1 MiB reads, the
 protocol's own decoder, releasing frames) shipped in commit 125bcd2; their
@@ -22,9 +24,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable
 
-from bridge.editor.dependencies import websockets_frames
+from bridge.editor.dependencies import websockets_frames, websockets_protocol, websockets_streams
 
-PATCHES = ("zero-mask", "socket", "msgpack-pixels")
+PATCHES = ("zero-mask", "socket", "msgpack-pixels", "stock-reader")
 #: the variant that keeps pixels on the websocket
 SOCKET = "socket"
 #: the variant that keeps pixels inside msgpack
@@ -59,6 +61,8 @@ def patched(names: tuple[str, ...] | list[str]) -> Iterator[None]:
         if "zero-mask" in names:
             put(websockets_frames, "secrets", _ZeroKey)
             put(websockets_frames, "apply_mask", _skip_zero_mask(websockets_frames.apply_mask))
+        if "stock-reader" in names:
+            put(websockets_protocol, "StreamReader", websockets_streams.StreamReader)
         yield
 
 

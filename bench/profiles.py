@@ -84,6 +84,8 @@ ZERO_MASK = "socket+zero-mask|shipped"
 SOCKET = "socket|shipped"
 #: the websocket with the pixels inside msgpack, as before raw frames (see client_patches)
 SOCKET_MSGPACK = "socket+msgpack-pixels|shipped"
+#: the websocket read with websockets' own stream reader, as before ``client.LargeFrameReader`` (see client_patches)
+SOCKET_STOCK_READER = "socket+stock-reader|shipped"
 #: progress events on every step, as before they were throttled (see server_patches)
 EVERY_PROGRESS = "shipped|progress-every-step"
 
@@ -100,10 +102,10 @@ CPU = Profile(
     job_rounds=15,
     transport_sides=(512, 2048, 4096),
     transport_rounds=7,
-    transport_variants=(SHIPPED, SOCKET, SOCKET_MSGPACK, ZERO_MASK),
+    transport_variants=(SHIPPED, SOCKET, SOCKET_STOCK_READER, SOCKET_MSGPACK, ZERO_MASK),
     native_variants=(SHIPPED, SOCKET, SOCKET_MSGPACK),
     bare_stack=True,
-    memory_variants=(SHIPPED, SOCKET, SOCKET_MSGPACK),
+    memory_variants=(SHIPPED, SOCKET, SOCKET_STOCK_READER, SOCKET_MSGPACK),
 )
 
 #: the issue's GPU goals: a quality job on SD 1.5 and a one-step live frame on sd-turbo, both 512²

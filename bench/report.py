@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .inprocess import RAW_COMPILED
-from .profiles import SHIPPED, SOCKET, SOCKET_MSGPACK, ZERO_MASK
+from .profiles import SHIPPED, SOCKET, SOCKET_MSGPACK, SOCKET_STOCK_READER, ZERO_MASK
 from .timing import ratio
 
 MIB = 1 << 20
@@ -144,6 +144,7 @@ def transport_figures(transport: dict[str, Any]) -> dict[str, float]:
         figures[f"client_cpu_ms_512{suffix}"] = round(_transport(transport, 512, pure, "cpu_ms"), 2)
     figures["transport_4096_ms_zero_mask"] = round(_transport(transport, 4096, f"pure {ZERO_MASK}"), 1)
     figures["transport_4096_socket_msgpack_ms"] = round(_transport(transport, 4096, f"pure {SOCKET_MSGPACK}"), 1)
+    figures["transport_4096_socket_stock_reader_ms"] = round(_transport(transport, 4096, f"pure {SOCKET_STOCK_READER}"), 1)
     memory = transport["memory"]
     for suffix, variant in (("", SHIPPED), ("_socket", SOCKET)):
         found = memory["variants"].get(variant, {})

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import random
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.server import ServerConnection
@@ -18,7 +20,18 @@ from websockets.sync.server import serve as ws_serve
 
 from bridge.editor import protocol as p
 from bridge.editor import wire
-from bridge.editor.client import BridgeClient, ClientError, Disconnected, JobOutcome, new_job_id, normalize_url, shown_url
+from bridge.editor.client import (
+    LARGE_FRAME_BYTES,
+    BridgeClient,
+    ClientError,
+    Disconnected,
+    JobOutcome,
+    LargeFrameReader,
+    new_job_id,
+    normalize_url,
+    shown_url,
+)
+from bridge.editor.dependencies import websockets_streams
 from tests.served import Served, free_port, serve
 
 
@@ -230,3 +243,47 @@ def test_raw_frames_that_do_not_fit_their_message_are_errors_and_the_reader_goes
     kinds = [type(event).__name__ for event in seen]
     assert kinds == ["Queued", "Error", "Error", "ModelStatusEvent", "Disconnected"], kinds
     assert isinstance(seen[1], p.Error) and seen[1].job_id is None and "job_id" in seen[1].message  # the unreadable one
+
+
+def test_large_frames_are_read_whole_however_the_socket_splits_them() -> None:
+    rng = random.Random(5)
+    big = LARGE_FRAME_BYTES
+    sizes = [2, 5, big + 3, 1, 3 * big, big, 7, 2 * big + 1, 4]
+    stream = rng.randbytes(sum(sizes))
+    expected, start = [], 0
+    for size in sizes:
+        expected.append(stream[start : start + size])
+        start += size
+    for trial in range(12):
+        for reader in (LargeFrameReader(), websockets_streams.StreamReader()):
+            got: list[bytes | bytearray] = []
+
+            def parser(reader: Any = reader, got: list[bytes | bytearray] = got) -> Generator[None, None, None]:
+                for size in sizes:
+                    got.append((yield from reader.read_exact(size)))
+
+            steps = parser()
+            next(steps)
+            at = 0
+            while at < len(stream):
+                step = rng.choice([1, 3, 700, 1 << 16, big // 2, big + 11, 3 * big])
+                reader.feed_data(stream[at : at + step])
+                at += step
+                with contextlib.suppress(StopIteration):
+                    next(steps)
+            assert [bytes(frame) for frame in got] == expected, f"trial {trial}: {type(reader).__name__}"
+            assert not reader.buffer
+            if isinstance(reader, LargeFrameReader):  # handed on as bytes: websockets passes them on without a copy
+                assert all(type(frame) is bytes for frame in got if len(frame) >= big)
+
+
+def test_a_large_frame_cut_short_is_an_eof_error() -> None:
+    reader = LargeFrameReader()
+    steps = reader.read_exact(2 * LARGE_FRAME_BYTES)
+    next(steps)
+    reader.feed_data(bytes(LARGE_FRAME_BYTES))
+    next(steps)
+    reader.feed_eof()
+    with pytest.raises(EOFError, match="after 1048576 bytes"):
+        next(steps)
+    assert len(reader.buffer) == LARGE_FRAME_BYTES  # what came is kept, as the stock reader keeps it

@@ -34,6 +34,7 @@ print(json.dumps({
     "msgpack_version": list(dependencies.msgpack.version),
     "packer_module": dependencies.msgpack.Packer.__module__,
     "apply_mask": dependencies.websockets_frames.apply_mask.__module__,
+    "stream_reader": dependencies.websockets_protocol.StreamReader.__module__,
     "round_trip": p.decode_server_message(frame) == p.Queued(job_id="j", position=3),
 }))
 """
@@ -163,19 +164,20 @@ def test_the_installed_plugin_imports_its_own_copies_in_python_3_10_and_adds_no_
     assert report["top_level"] == ["img2img_bridge"]
     assert report["msgpack_version"] == list(msgpack.version)
     assert report["packer_module"] == "img2img_bridge._bridge._vendor.msgpack.fallback"
-    # the faster mask went into the private copy only
-    assert report["apply_mask"] == "img2img_bridge._bridge.client"
+    # the faster mask and frame reader went into the private copy only
+    assert report["apply_mask"] == report["stream_reader"] == "img2img_bridge._bridge.client"
     assert report["round_trip"] is True
 
 
 def test_the_environments_websockets_is_never_patched() -> None:
     import websockets.frames
+    import websockets.protocol
 
     from bridge.editor import client
 
-    before = websockets.frames.apply_mask
+    before = websockets.frames.apply_mask, websockets.protocol.StreamReader
     client._speed_up_pure_websockets()
-    assert websockets.frames.apply_mask is before
+    assert (websockets.frames.apply_mask, websockets.protocol.StreamReader) == before
 
 
 def test_a_vendored_package_of_another_version_is_an_install_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

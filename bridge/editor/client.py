@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from . import protocol as p
 from . import shm, wire
-from .dependencies import VENDORED, websockets_client, websockets_exceptions, websockets_frames
+from .dependencies import (
+    VENDORED,
+    websockets_client,
+    websockets_exceptions,
+    websockets_frames,
+    websockets_protocol,
+    websockets_streams,
+)
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
@@ -62,6 +69,8 @@ def _bytes(count: int | None) -> str:
 
 #: messages larger than this go out as fragments of this size, framed straight from the pixels
 FRAGMENT_BYTES = 1 << 20
+#: frames from this size on are gathered from the received chunks in one copy (``LargeFrameReader``)
+LARGE_FRAME_BYTES = 1 << 20
 #: bytes the reader asks the socket for at a time (websockets' default, 64 KiB, means a thousand turns for a large layer)
 RECV_BUFFER_BYTES = 1 << 20
 _MASK_CHUNK = 1 << 16
@@ -153,10 +162,77 @@ def fast_apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearra
     return out  # type: ignore[return-value]  # websockets only writes it out: no copy to bytes
 
 
+class LargeFrameReader(websockets_streams.StreamReader):
+    """websockets' stream reader, except that a large frame is gathered from the received chunks in one copy.
+
+    The stock reader appends every chunk the socket gives to one growing buffer, slices the frame out of it, and
+    websockets turns the slice into bytes: three copies of a layer-sized frame, and room for three. While a read of
+    ``LARGE_FRAME_BYTES`` or more waits, this one keeps the chunks as they came and joins them once, into the bytes
+    websockets then hands on as they are.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: list[bytes | bytearray] = []  # what came during a large read, after ``buffer``
+        self._chunked = 0
+        self._large = False
+
+    def feed_data(self, data: bytes | bytearray) -> None:
+        if not self._large:
+            super().feed_data(data)
+            return
+        if self.eof:
+            raise EOFError("stream ended")
+        self._chunks.append(data)
+        self._chunked += len(data)
+
+    def read_exact(self, n: int) -> Generator[None, None, bytes | bytearray]:  # type: ignore[override]
+        if n < LARGE_FRAME_BYTES:
+            return (yield from super().read_exact(n))
+        if len(self.buffer) >= n:  # it came whole, in one chunk
+            with memoryview(self.buffer) as view:
+                data = bytes(view[:n])
+            del self.buffer[:n]
+            return data
+        self._large = True
+        try:
+            while len(self.buffer) + self._chunked < n:
+                if self.eof:
+                    raise EOFError(f"stream ends after {len(self.buffer) + self._chunked} bytes, expected {n} bytes")
+                yield
+        except BaseException:
+            self._leave(self._chunks)
+            raise
+        parts: list[bytes | bytearray | memoryview] = [self.buffer]
+        rest: list[bytes | bytearray] = []
+        got = len(self.buffer)
+        for i, chunk in enumerate(self._chunks):
+            take = n - got
+            if len(chunk) >= take:
+                parts.append(memoryview(chunk)[:take])
+                rest = [chunk[take:], *self._chunks[i + 1 :]]
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        data = b"".join(parts)
+        self.buffer = bytearray()
+        self._leave(rest)
+        return data
+
+    def _leave(self, rest: list[bytes | bytearray]) -> None:
+        """Back to ordinary reads, with ``rest`` in the buffer."""
+        self.buffer += b"".join(rest)
+        self._chunks, self._chunked, self._large = [], 0, False
+
+
 def _speed_up_pure_websockets() -> None:
     # only this package's own copy, which has no C speedups: the environment's websockets is shared, left alone
     if VENDORED:
         websockets_frames.apply_mask = fast_apply_mask
+        websockets_protocol.StreamReader = LargeFrameReader  # type: ignore[misc]
+
+
+_speed_up_pure_websockets()  # once, on import: a connection's reader is made with whatever is set when it opens
 
 
 def _fragments(pieces: list[wire.Piece]) -> Iterator[memoryview]:
@@ -215,7 +291,6 @@ class BridgeClient:
 
     def connect(self) -> p.Welcome:
         """Open the websocket and handshake; raises ClientError with advice when it cannot."""
-        _speed_up_pure_websockets()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             ws = websockets_client.connect(

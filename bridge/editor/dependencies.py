@@ -27,11 +27,15 @@ if TYPE_CHECKING:
     import msgpack
     import websockets.exceptions as websockets_exceptions
     import websockets.frames as websockets_frames
+    import websockets.protocol as websockets_protocol
+    import websockets.streams as websockets_streams
     import websockets.sync.client as websockets_client
 else:
     msgpack = _load("msgpack")
     websockets_exceptions = _load("websockets.exceptions")
     websockets_frames = _load("websockets.frames")
+    websockets_protocol = _load("websockets.protocol")
+    websockets_streams = _load("websockets.streams")
     websockets_client = _load("websockets.sync.client")
 
 #: msgpack without its C extension (what the editors carry)
