@@ -20,7 +20,7 @@ from typing import Any
 
 from bridge.editor import client as bridge_client
 from bridge.editor import protocol as p
-from bridge.editor.dependencies import msgpack, websockets_client, websockets_frames
+from bridge.editor.dependencies import msgpack, websockets_client, websockets_frames, websockets_protocol
 
 from . import client_patches, timing
 
@@ -34,6 +34,7 @@ def implementations() -> dict[str, str]:
         "python": sys.version.split()[0],
         "websockets": sys.modules[websockets_frames.__package__ or "websockets"].__version__,
         "websockets_apply_mask": websockets_frames.apply_mask.__module__.removeprefix(vendored),
+        "websockets_stream_reader": websockets_protocol.StreamReader.__module__.removeprefix(vendored),
         "msgpack": ".".join(str(v) for v in msgpack.version),
         "msgpack_unpacker": msgpack.Unpacker.__module__.removeprefix(vendored),
         "client_library": bridge_client.__file__ or "?",
@@ -41,7 +42,9 @@ def implementations() -> dict[str, str]:
 
 
 def is_pure(info: dict[str, str]) -> bool:
-    return info["websockets_apply_mask"] == "websockets.utils" and info["msgpack_unpacker"] == "msgpack.fallback"
+    """No C speedups: websockets masks in Python (its own ``utils`` or the client's faster ``fast_apply_mask``)."""
+    masks_in_python = info["websockets_apply_mask"] in ("websockets.utils", bridge_client.__name__)
+    return masks_in_python and info["msgpack_unpacker"] == "msgpack.fallback"
 
 
 _PIXELS: dict[int, bytes] = {}

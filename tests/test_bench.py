@@ -52,7 +52,9 @@ def test_quick_cpu_profile_runs_and_reports_the_ratios(tmp_path: Path) -> None:
     tiny = figures["results"]["models"]["tiny"]["figures"]
     assert _positive(tiny["variations_batched_over_singles"]) and _positive(tiny["variations_batched_over_sequential"])
     assert figures["results"]["clients"]["pure"]["msgpack_unpacker"] == "msgpack.fallback"
-    assert figures["results"]["clients"]["pure"]["websockets_apply_mask"] == "websockets.utils"
+    # the editors' client: pure-Python websockets with the client's own faster mask and frame reader
+    pure = figures["results"]["clients"]["pure"]
+    assert pure["websockets_apply_mask"] == pure["websockets_stream_reader"] == "bridge.editor.client"
 
 
 def test_gpu_profile_measures_the_goals_and_runs_on_the_cpu_with_the_tiny_model(tmp_path: Path) -> None:
