@@ -6,6 +6,7 @@ import queue
 import struct
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import pytest
@@ -71,7 +72,10 @@ def pattern(width: int, height: int, fmt: PixelFormat) -> bytes:
 def test_whole_layer_job_streams_previews_then_the_result(online: tuple[r.JobRunner, Updates]) -> None:
     runner, updates = online
     rect = Rect(30, 40, 64, 48)
-    spec = JobSpec.new(Capture(rect, pattern(64, 48, U8), U8, None), SETTINGS)
+    # a preview still rendering when its variation's result is ready is dropped (the first one renders cold): several
+    # steps, so that some preview arrives however the renders and the steps interleave
+    settings = replace(SETTINGS, steps=6)
+    spec = JobSpec.new(Capture(rect, pattern(64, 48, U8), U8, None), settings)
     runner.submit(spec)
     result = updates.wait(r.JobResult, job_id=spec.job_id)
     progress = [u for u in updates.seen if isinstance(u, r.JobProgress)]
@@ -85,8 +89,8 @@ def test_whole_layer_job_streams_previews_then_the_result(online: tuple[r.JobRun
     assert len(result.pixels) == rect.width * rect.height * 4
     assert result.seed == 11
     assert result.view_size == (64, 48) and len(result.view) == 64 * 48 * 4
-    assert (result.steps, result.strength) == (2, 1.0)  # what the settings asked for
-    assert progress[-1].steps == 2  # the steps that ran: 2 × strength 1.0
+    assert (result.steps, result.strength) == (6, 1.0)  # what the settings asked for
+    assert progress[-1].steps == 6  # the steps that ran: 6 × strength 1.0
 
 
 def test_variations_carry_their_index_and_thumbnails_and_the_last_ends_the_job(online: tuple[r.JobRunner, Updates]) -> None:
