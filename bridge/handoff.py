@@ -91,14 +91,14 @@ class SharedMemoryHost:
             if self._closed or size in self._spares.values() or size > self.spare_bytes:
                 return
             while self._spares and sum(self._spares.values()) + size > self.spare_bytes:
-                _unlink(self.folder / self._spares.popitem(last=False)[0])
+                shm.remove(self.folder / self._spares.popitem(last=False)[0])
         try:
             name = shm.allocate(self.folder, "s", size)
         except OSError:
             return
         with self._lock:
             if self._closed:
-                _unlink(self.folder / name)
+                shm.remove(self.folder / name)
             else:
                 self._spares[name] = size
 
@@ -108,14 +108,14 @@ class SharedMemoryHost:
             return
         with self._lock:
             self._sent.get(owner, {}).pop(image.segment, None)
-        _unlink(self.folder / image.segment)
+        shm.remove(self.folder / image.segment)
 
     def forget(self, owner: Hashable) -> None:
         """``owner`` disconnected: remove what it never took, and the segments of clients that have died."""
         with self._lock:
             names = list(self._sent.pop(owner, {}))
         for name in names:
-            _unlink(self.folder / name)
+            shm.remove(self.folder / name)
         shm.sweep(self.folder)
 
     def close(self) -> None:
@@ -127,7 +127,7 @@ class SharedMemoryHost:
             self._sent.clear()
             self._spares.clear()
         for name in names:
-            _unlink(self.folder / name)
+            shm.remove(self.folder / name)
 
 
 def _mapped(folder: Path, raster: _R, name: str, channels: int) -> _R:
@@ -142,10 +142,3 @@ def _mapped(folder: Path, raster: _R, name: str, channels: int) -> _R:
     except (OSError, ValueError, OverflowError) as exc:
         raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"{field} cannot be read: {exc}", field=field) from exc
     return replace(raster, data=data)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -531,11 +531,7 @@ class BridgeClient:
         try:
             return p.join_frames(message, frames)
         except p.ProtocolError as exc:
-            if isinstance(message, p.Preview):
-                return None
-            return p.Error(
-                code=exc.code, message=f"unreadable message from the bridge: {exc.message}", job_id=getattr(message, "job_id", None)
-            )
+            return p.lost_pixels(message, exc.code, f"unreadable message from the bridge: {exc.message}")
 
     def _lost(self, exc: Exception) -> str:
         """A sentence for a connection that ended under the reader."""

@@ -732,6 +732,14 @@ _RASTERS: dict[type[Message], tuple[str, ...]] = {
 _RASTER_KEYS = tuple(sorted({name for names in _RASTERS.values() for name in names}))
 
 
+def lost_pixels(event: Message, code: ErrorCode, message: str) -> Message | None:
+    """What a client makes of an event whose pixels it could not get: a preview is dropped (None); a result becomes
+    its job's error, which ends the job."""
+    if isinstance(event, Preview):
+        return None
+    return Error(code=code, message=message, job_id=getattr(event, "job_id", None))
+
+
 def is_job_end(message: Message) -> bool:
     """True for the event that ends a job: its last result, an error naming it, or cancelled."""
     if isinstance(message, Result):

@@ -139,12 +139,17 @@ def sweep(folder: Path) -> list[str]:
     for name in names:
         pid = owner(name)
         if pid is not None and not alive(pid):
-            try:
-                os.unlink(folder / name)
-            except FileNotFoundError:
-                pass
+            remove(folder / name)
             removed.append(name)
     return removed
+
+
+def remove(path: Path) -> None:
+    """Remove a segment's file; one already gone (taken, swept) is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _create(folder: Path, name: str) -> int:
@@ -242,10 +247,7 @@ def take(folder: Path, name: str, size: int) -> memoryview:
     try:
         return map_readonly(folder, name, 0, size)
     finally:
-        try:
-            os.unlink(folder / name)
-        except FileNotFoundError:
-            pass
+        remove(folder / name)
 
 
 class _Upload:
@@ -274,10 +276,7 @@ class _Upload:
         return len(view)
 
     def remove(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        remove(self.path)
         try:
             self.mapping.close()
         except BufferError:  # a view is still out; the mapping goes with it
@@ -345,11 +344,10 @@ class ClientHandoff:
             try:
                 data = take(self.folder, image.segment, image.width * image.height * 4)  # type: ignore[arg-type]
             except (OSError, ValueError) as exc:
-                if isinstance(event, p.Preview):
+                lost = p.lost_pixels(event, p.ErrorCode.CONNECTION, f"could not read the result from shared memory: {exc}")
+                if lost is None:
                     return None
-                event = p.Error(
-                    code=p.ErrorCode.CONNECTION, message=f"could not read the result from shared memory: {exc}", job_id=event.job_id
-                )
+                event = lost
             else:
                 event = replace(event, image=replace(image, data=data, segment=None, offset=0))
         if p.is_job_end(event):
