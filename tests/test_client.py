@@ -287,3 +287,32 @@ def test_a_large_frame_cut_short_is_an_eof_error() -> None:
     with pytest.raises(EOFError, match="after 1048576 bytes"):
         next(steps)
     assert len(reader.buffer) == LARGE_FRAME_BYTES  # what came is kept, as the stock reader keeps it
+
+
+def test_a_message_larger_than_the_bridge_accepts_ends_the_connection() -> None:
+    # the client reads nothing larger than the bridge's own limit (from the welcome): a stand-in sends more
+    limits = p.Limits(max_pixels=16)
+
+    def bridge(ws: ServerConnection) -> None:
+        ws.recv()  # hello
+        ready = p.ModelState(name="fake", status=p.ModelStatus.READY)
+        welcome = p.Welcome(
+            protocol=p.PROTOCOL_VERSION, server_version="fake", device="cpu", model=ready, limits=limits, models=(), encodings=()
+        )
+        ws.send(p.encode(welcome))
+        ws.recv()  # list_models: the client has taken in the welcome's limit
+        ws.send(bytes(limits.max_message_bytes + 1))
+        with contextlib.suppress(Exception):
+            ws.recv()
+
+    port = free_port()
+    events: queue.Queue[object] = queue.Queue()
+    with ws_serve(bridge, "127.0.0.1", port) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        client = BridgeClient(f"ws://127.0.0.1:{port}/ws", on_event=events.put, shared_memory=False)
+        client.connect()
+        client.list_models()
+        lost = events.get(timeout=10)
+        client.close()
+        server.shutdown()
+    assert isinstance(lost, Disconnected) and "too big" in lost.reason.lower(), lost

@@ -71,6 +71,8 @@ def _bytes(count: int | None) -> str:
 FRAGMENT_BYTES = 1 << 20
 #: frames from this size on are gathered from the received chunks in one copy (``LargeFrameReader``)
 LARGE_FRAME_BYTES = 1 << 20
+#: the largest message read before the welcome (a long model list fits many times over); then the bridge's limit
+WELCOME_MAX_BYTES = 16 << 20
 #: bytes the reader asks the socket for at a time (websockets' default, 64 KiB, means a thousand turns for a large layer)
 RECV_BUFFER_BYTES = 1 << 20
 _MASK_CHUNK = 1 << 16
@@ -297,7 +299,7 @@ class BridgeClient:
                 self.url,
                 additional_headers=headers,
                 compression=None,  # pixels do not deflate well and pure-Python deflate is slow
-                max_size=None,
+                max_size=WELCOME_MAX_BYTES,  # until the welcome states the bridge's own limit
                 max_queue=64,
                 open_timeout=self.timeout,
                 # a frozen bridge answers no ping: the reader then ends with a clear reason instead of waiting forever
@@ -345,6 +347,8 @@ class BridgeClient:
                 self.shm_refused = exc.reason
         if hasattr(ws, "recv_bufsize"):
             ws.recv_bufsize = RECV_BUFFER_BYTES
+        if hasattr(ws.protocol, "max_message_size"):  # nothing the bridge sends is larger than it accepts
+            ws.protocol.max_message_size = reply.limits.max_message_bytes
         self._ws = ws
         self._closing = False
         self._reader = threading.Thread(target=self._read_loop, name="img2img-bridge-reader", daemon=True)
